@@ -1,0 +1,84 @@
+"""The FastAPI application: routes, error envelope, and (optionally) the dispatcher.
+
+`create_app(settings)` builds the app; with `dispatch=True` (what `callfleet serve`
+does) its lifespan also runs the dispatcher and the webhook sender on the same
+event loop, so one process is a whole callfleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from callfleet import __version__
+from callfleet.api.errors import install_error_handlers
+from callfleet.api.routes import analysis, batches, calls, dnc, numbers, webhooks
+from callfleet.api.runtime import Runtime
+from callfleet.config import Settings
+from callfleet.dispatch.service import Dispatcher
+from callfleet.simulator.carrier import SimulatedCarrier
+from callfleet.store.db import Database
+from callfleet.store.migrate import migrate
+from callfleet.telephony.carrier import Carrier
+from callfleet.webhooks.sender import WebhookSender
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger(__name__)
+
+
+def make_carrier(settings: Settings) -> Carrier:
+    return SimulatedCarrier(time_scale=settings.simulator_time_scale)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    dispatch: bool = True,
+    carrier: Carrier | None = None,
+    db: Database | None = None,
+) -> FastAPI:
+    database = db or Database(settings.sqlalchemy_url)
+    runtime = Runtime(settings=settings, db=database)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(migrate, database)
+        runtime.loop = asyncio.get_running_loop()
+        if dispatch:
+            chosen = carrier or make_carrier(settings)
+            log.info("carrier", carrier=chosen.describe())
+            runtime.dispatcher = Dispatcher(database, settings, chosen)
+            runtime.sender = WebhookSender(database, settings)
+            await runtime.dispatcher.start()
+            await runtime.sender.start()
+        try:
+            yield
+        finally:
+            if runtime.dispatcher is not None:
+                await runtime.dispatcher.stop()
+            if runtime.sender is not None:
+                await runtime.sender.stop()
+            if db is None:
+                database.dispose()
+
+    app = FastAPI(
+        title="callfleet",
+        version=__version__,
+        summary="Self-hosted AI phone calls in bulk, behind a drop-in batch-calling API.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    for module in (batches, calls, analysis, numbers, dnc, webhooks):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

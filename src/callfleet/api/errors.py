@@ -1,0 +1,128 @@
+"""The error envelope, and the handlers that put every failure into it.
+
+Every 4xx reads `{"status": "error", "message": ..., "errors": [{"field", "message"}]}`;
+the message is one sentence a person can act on. Validation errors from pydantic
+(including a body that is not JSON) are rewritten into field paths such as
+`call_data[3].phone_number`. An unexpected exception becomes a 500 with a reference
+id, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from callfleet.domain.errors import FieldError
+
+__all__ = ["ApiError", "field_path", "install_error_handlers", "pydantic_errors"]
+
+log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    """An error the client can act on; rendered in the error envelope."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        errors: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.errors = list(errors)
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "error", "message": self.message}
+        if self.errors:
+            out["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
+        return out
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """("call_data", 3, "phone_number") -> "call_data[3].phone_number"."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = str(err.get("type", ""))
+    msg = str(err.get("msg", "invalid value"))
+    got = err.get("input")
+    if kind == "missing":
+        return "This field is required."
+    if kind == "json_invalid":
+        return "The body is not valid JSON; send a JSON object with Content-Type: application/json."
+    if kind == "extra_forbidden":
+        return "Unknown field; remove it."
+    shown = repr(got) if got is not None and len(repr(got)) <= 80 else type(got).__name__
+    return f"{msg[0].upper()}{msg[1:]} (got {shown})."
+
+
+def pydantic_errors(errors: Sequence[Any], prefix: Sequence[int | str] = ()) -> list[FieldError]:
+    """Translate pydantic's error list into our FieldErrors (body prefix dropped)."""
+    out: list[FieldError] = []
+    for err in errors:
+        loc = list(err.get("loc", ()))
+        if loc and loc[0] == "body":
+            loc = loc[1:]
+        # pydantic puts the union/function branch name in the path; keep only real keys.
+        loc = [p for p in loc if isinstance(p, int) or not str(p).startswith("function-")]
+        out.append(FieldError(field_path([*prefix, *loc]) or "body", _describe(err)))
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = pydantic_errors(exc.errors())
+        if any(e.message.startswith("The body is not valid JSON") for e in errors):
+            message = "The request body is not valid JSON."
+        else:
+            names = ", ".join(e.field for e in errors[:5])
+            message = f"The request has invalid fields: {names}. See `errors` for each one."
+        return JSONResponse(ApiError(400, message, errors).body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = "No such endpoint; see /docs for the API."
+        elif exc.status_code == 405:
+            message = "This method is not allowed on this path; see /docs for the API."
+        return JSONResponse(
+            {"status": "error", "message": message},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("unhandled error", ref=ref, path=request.url.path, exc_info=exc)
+        return JSONResponse(
+            {
+                "status": "error",
+                "message": f"Internal error (reference {ref}); the server log has the details.",
+            },
+            status_code=500,
+        )

@@ -1,0 +1,95 @@
+"""The one `Settings` object: every knob of callfleet, read from `CALLFLEET_*` variables.
+
+Settings are validated at start-up so a typo fails before the first call is placed,
+with a message naming the variable. `database_url` accepts the plain URLs people
+write (`sqlite:///PATH`, `postgresql://USER@HOST:PORT/DB`); `sqlalchemy_url` turns
+them into the driver-qualified form the store uses.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("callfleet", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Configuration of one callfleet process. See the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLFLEET_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    """Default: SQLite in the data directory."""
+
+    engine: Literal["inprocess", "procrastinate"] = "inprocess"
+    carrier: Literal["simulator"] = "simulator"
+
+    max_batch_rows: int = Field(default=100_000, ge=1)
+    account_concurrency: int = Field(default=10, ge=1)
+    """Concurrent calls per account unless the account sets its own cap."""
+    default_cps: float = Field(default=1.0, gt=0)
+    """Calls per second per caller ID (per trunk once trunks exist)."""
+
+    hopper_interval_s: float = Field(default=0.2, gt=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    """How long a call's lease lasts without a heartbeat before the reaper takes it."""
+    watchdog_grace_s: float = Field(default=60.0, ge=0)
+    ring_timeout_s: float = Field(default=30.0, gt=0)
+
+    simulator_time_scale: float = Field(default=1.0, ge=0)
+    """1.0 = realistic ring and talk durations; 0 = instant outcomes (load tests)."""
+
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_retry_scale: float = Field(default=1.0, ge=0)
+    """Shrinks the retry schedule (tests); 1.0 is the documented schedule."""
+
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str | None = None
+
+    log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        ok = ("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")
+        if not value.startswith(ok):
+            raise ValueError(
+                "CALLFLEET_DATABASE_URL must start with sqlite:/// or postgresql://, "
+                f"got {value.split(':', 1)[0]!r}"
+            )
+        return value
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with our chosen driver (pysqlite, psycopg 3)."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'callfleet.db'}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"

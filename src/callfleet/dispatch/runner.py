@@ -1,0 +1,189 @@
+"""`run_call(call_id, attempt)`: the one body every engine runs for an admitted call.
+
+Claim first; a delivery that loses the claim returns without dialling. While the
+call runs, a heartbeat extends the lease and watches for a hangup request or for
+being fenced off (the reaper took the call after a missed lease). A watchdog ends
+the call at `max_duration` and abandons the carrier `watchdog_grace_s` later, so
+every call reaches a terminal state. The attempt ends in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.engine import Connection
+
+from callfleet.config import Settings
+from callfleet.dispatch import lifecycle
+from callfleet.dispatch.writer import GroupWriter
+from callfleet.telephony.carrier import Carrier, DialRequest, DialResult, Outcome
+
+__all__ = ["CallRunner"]
+
+log = structlog.get_logger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Events:
+    def __init__(self, runner: CallRunner, call_id: str) -> None:
+        self._runner = runner
+        self._call_id = call_id
+
+    async def ringing(self) -> None:
+        return None
+
+    async def answered(self) -> None:
+        call_id, worker = self._call_id, self._runner.worker_id
+        await self._runner.writer.run(
+            lambda conn: lifecycle.mark_answered(conn, call_id, worker, _now())
+        )
+
+
+class CallRunner:
+    """Runs admitted calls on this process; `live` maps call ids to their requests."""
+
+    def __init__(
+        self,
+        writer: GroupWriter,
+        carrier: Carrier,
+        settings: Settings,
+        worker_id: str,
+        on_slot_freed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.writer = writer
+        self.carrier = carrier
+        self.settings = settings
+        self.worker_id = worker_id
+        self.on_slot_freed = on_slot_freed
+        self.live: dict[str, DialRequest] = {}
+        self.user_stopped: set[str] = set()
+
+    def request_hangup(self, call_id: str, *, by_user: bool = True) -> bool:
+        request = self.live.get(call_id)
+        if request is None:
+            return False
+        if by_user:
+            self.user_stopped.add(call_id)
+        request.hangup.set()
+        return True
+
+    async def run_call(self, call_id: str, attempt: int) -> None:
+        lease = self.settings.lease_s
+        worker = self.worker_id
+
+        def do_claim(conn: Connection) -> lifecycle.Claim | None:
+            return lifecycle.claim(conn, call_id, attempt, worker, _now(), lease)
+
+        try:
+            claim = await self.writer.run(do_claim)
+        except Exception:
+            log.exception("claim failed", call_id=call_id, attempt=attempt)
+            return
+        if claim is None:
+            log.debug("duplicate delivery suppressed", call_id=call_id, attempt=attempt)
+            return
+        try:
+            if claim.blocked_reason is not None:
+                result = DialResult(
+                    Outcome.CANCELED,
+                    error_message=f"Not dialled: {claim.blocked_reason} after the call was queued.",
+                )
+            else:
+                result = await self._place(claim)
+            await self._finish(claim, result)
+        finally:
+            self.on_slot_freed()
+
+    async def _place(self, claim: lifecycle.Claim) -> DialResult:
+        params = claim.params
+        request = DialRequest(
+            call_id=claim.call_id,
+            attempt=claim.attempt,
+            to_number=claim.to_number,
+            from_number=claim.from_number,
+            ring_timeout_s=self.settings.ring_timeout_s,
+            max_duration_s=claim.max_duration_min * 60.0,
+            answered_by_enabled=bool(params.get("answered_by_enabled")),
+            record=claim.record,
+            params=params,
+        )
+        self.live[claim.call_id] = request
+        heartbeat = asyncio.create_task(self._heartbeat(request))
+        try:
+            return await self._with_watchdog(request)
+        except Exception as exc:
+            log.exception("carrier failed", call_id=claim.call_id)
+            return DialResult(Outcome.FAILED, error_message=f"Carrier error: {exc}")
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.live.pop(claim.call_id, None)
+
+    async def _with_watchdog(self, request: DialRequest) -> DialResult:
+        task = asyncio.create_task(self.carrier.place_call(request, _Events(self, request.call_id)))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=request.max_duration_s)
+            if done:
+                return task.result()
+            request.hangup.set()  # max_duration reached: hang up politely
+            done, _ = await asyncio.wait({task}, timeout=self.settings.watchdog_grace_s)
+            if done:
+                return task.result()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            return DialResult(
+                Outcome.FAILED,
+                error_message="Watchdog: the call did not end within max_duration plus "
+                f"{self.settings.watchdog_grace_s:g} s and was abandoned.",
+            )
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    async def _heartbeat(self, request: DialRequest) -> None:
+        interval = max(0.05, self.settings.lease_s / 3)
+        call_id, worker, lease = request.call_id, self.worker_id, self.settings.lease_s
+        while not request.hangup.is_set():
+            await asyncio.sleep(interval)
+            try:
+                wanted = await self.writer.run(
+                    lambda conn: lifecycle.heartbeat(conn, call_id, worker, _now(), lease)
+                )
+            except Exception:
+                log.warning("heartbeat failed; will retry", call_id=call_id)
+                continue
+            if wanted is None:
+                log.warning("lease lost: hanging up", call_id=call_id)
+                request.hangup.set()
+            elif wanted:
+                self.user_stopped.add(call_id)
+                request.hangup.set()
+
+    async def _finish(self, claim: lifecycle.Claim, result: DialResult) -> None:
+        stopped = claim.call_id in self.user_stopped
+        self.user_stopped.discard(claim.call_id)
+        if stopped and result.answered_at is None and result.outcome != Outcome.FAILED:
+            result.outcome = Outcome.CANCELED
+            result.error_message = result.error_message or "Stopped before it was answered."
+        worker = self.worker_id
+        for delay in (0.0, 0.5, 2.0, 5.0):
+            await asyncio.sleep(delay)
+            try:
+                await self.writer.run(
+                    lambda conn: lifecycle.finish(
+                        conn, claim.call_id, claim.attempt, result, _now(), worker=worker
+                    )
+                )
+                return
+            except Exception:
+                log.exception("finish failed; retrying", call_id=claim.call_id)
+        log.error("could not record the end of a call; the reaper will", call_id=claim.call_id)

@@ -1,0 +1,307 @@
+"""Phone numbers: turn what users type into E.164, and find the callee's time zone.
+
+Users paste numbers in every shape (`(415) 555-0123`, `415.555.0123`,
+`+44 7911 123456`, `0044 7911 123456`, or a bare JSON integer), so
+`normalize_phone` drops the usual punctuation, reads a number without a country
+code as North American (+1), and checks the result with `phonenumbers` (the port
+of Google's libphonenumber). Anything it rejects comes back as a
+`PhoneNumberError` whose `reason` says what is wrong and how to write the number.
+One deliberate exception: the fictional range NPA-555-0100..0199 is accepted for
+every area code in use, because the phone simulator and the docs use those
+numbers, and libphonenumber rejects them for the Caribbean members of the NANP.
+`timezone_for_number` gives the IANA zone the calling-window logic needs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
+from phonenumbers.timezone import (
+    UNKNOWN_TIMEZONE,
+    time_zones_for_geographical_number,
+    time_zones_for_number,
+)
+from phonenumbers.tzdata import TIMEZONE_DATA
+
+__all__ = ["PhoneNumberError", "normalize_phone", "timezone_for_number"]
+
+_EXAMPLE = "+14155550123"
+_HOW_TO_WRITE = f"write it in E.164 form like {_EXAMPLE}"
+_NANP = "the North American Numbering Plan"
+_E164_MAX_DIGITS = 15
+_ERROR_ECHO_LIMIT = 40
+
+# Characters people use to group digits: ASCII space, dash, dot and parentheses,
+# plus the Unicode dashes and spaces that word processors and spreadsheets
+# substitute for them when a list is copied out of a document.
+_SEPARATORS = frozenset(" -.()\t\u00a0\u2007\u202f\u2010\u2011\u2012\u2013\u2014\u2212")
+_DIGITS = frozenset("0123456789")
+
+
+class PhoneNumberError(ValueError):
+    """A phone number that cannot be dialled; `reason` says why and how to write it."""
+
+    reason: str
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def normalize_phone(raw: str | int) -> str:
+    """Return `raw` as an E.164 string such as `+14155550123`.
+
+    Spaces, dashes, dots and parentheses are dropped. A leading `+`, `00` or
+    `011` introduces a country code; without one the number is read as North
+    American: 10 digits, or 11 digits starting with 1. JSON integers are
+    accepted; booleans, floats and anything else are not. Raises
+    `PhoneNumberError` when the input is not a valid, dialable number.
+    """
+    text = _as_text(raw)
+    digits, international = _digits_of(text)
+    if not international:
+        if digits.startswith("011"):
+            digits, international = digits[3:], True
+        elif digits.startswith("00"):
+            digits, international = digits[2:], True
+    if international:
+        return _check_international(text, digits)
+    return _check_national(text, digits)
+
+
+def timezone_for_number(e164: str) -> str | None:
+    """Return the IANA time zone of the callee of `e164`, or None when unknown.
+
+    A North American number gives its area code's zone (`+12125550123` ->
+    `America/New_York`). When the geodata lists several zones (a country-wide
+    or toll-free number, or an area code that straddles a zone line) the first
+    one is returned, which is deterministic because the data is sorted.
+    """
+    try:
+        number = phonenumbers.parse(e164, None)
+    except NumberParseException:
+        return None
+    if _has_geographic_area_code(number) and (
+        phonenumbers.is_valid_number(number) or _is_fictional_nanp(number)
+    ):
+        # In North America every number, mobile or not, belongs to its area code,
+        # but time_zones_for_number() treats mobiles outside the US and Canada
+        # (876 in Jamaica, say) as country-wide and answers with the whole +1
+        # list, and gives up on the fictional numbers it calls invalid. The prefix
+        # lookup underneath it knows the area code's zone in both cases.
+        zones = time_zones_for_geographical_number(number)
+    elif phonenumbers.is_valid_number(number):
+        zones = time_zones_for_number(number)
+    else:
+        return None
+    if not zones or zones[0] == UNKNOWN_TIMEZONE:
+        return None
+    return zones[0]
+
+
+def _as_text(raw: object) -> str:
+    # bool is a subclass of int, so it has to be ruled out first.
+    if isinstance(raw, bool):
+        raise PhoneNumberError(
+            f"{str(raw).lower()} is a boolean, not a phone number; {_HOW_TO_WRITE}"
+        )
+    if isinstance(raw, int):
+        if raw < 0:
+            raise PhoneNumberError(
+                f"{raw} is a negative number, not a phone number; {_HOW_TO_WRITE}"
+            )
+        return str(raw)
+    if isinstance(raw, float):
+        raise PhoneNumberError(
+            f"{raw!r} is a decimal number, which can silently lose digits; "
+            f"send the phone number as a string in E.164 form like {_EXAMPLE}"
+        )
+    if not isinstance(raw, str):
+        raise PhoneNumberError(
+            f"a phone number must be a string or an integer, not {_json_type(raw)}; {_HOW_TO_WRITE}"
+        )
+    return raw
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def _echo(text: str) -> str:
+    """Quote the user's input for an error message, cut short if it is huge."""
+    if len(text) > _ERROR_ECHO_LIMIT:
+        text = text[: _ERROR_ECHO_LIMIT - 1] + "…"
+    return repr(text)
+
+
+def _fail(text: str, detail: str, advice: str = _HOW_TO_WRITE) -> PhoneNumberError:
+    return PhoneNumberError(f"{_echo(text)} is not a valid phone number: {detail}; {advice}")
+
+
+def _digits_of(text: str) -> tuple[str, bool]:
+    """Return the ASCII digits of `text` and whether it began with `+`."""
+    stripped = text.strip()
+    if not stripped:
+        raise PhoneNumberError(f"the phone number is empty; {_HOW_TO_WRITE}")
+    international = stripped.startswith("+")
+    body = stripped[1:] if international else stripped
+    digits: list[str] = []
+    for char in body:
+        if char in _DIGITS:
+            digits.append(char)
+        elif char in _SEPARATORS or char.isspace():
+            continue
+        elif char == "+":
+            raise _fail(text, "a '+' may only come first, before the country code")
+        elif char.isalpha():
+            raise _fail(
+                text,
+                "it contains letters",
+                "write every digit (letters on the keypad are not accepted), "
+                f"in E.164 form like {_EXAMPLE}",
+            )
+        else:
+            raise _fail(
+                text,
+                f"it contains {char!r}, which is not a digit or a separator",
+                "use only digits, spaces, dashes, dots, parentheses and a leading +, "
+                f"like {_EXAMPLE}",
+            )
+    if not digits:
+        raise _fail(text, "it has no digits")
+    return "".join(digits), international
+
+
+def _check_international(text: str, digits: str) -> str:
+    if len(digits) > _E164_MAX_DIGITS:
+        raise _fail(
+            text,
+            f"it has {len(digits)} digits after the country prefix, "
+            f"and an international number has at most {_E164_MAX_DIGITS}",
+        )
+    try:
+        number = phonenumbers.parse("+" + digits, None)
+    except NumberParseException as exc:
+        raise _fail(text, _parse_problem(exc, digits)) from None
+    if phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    if number.country_code == 1:
+        return _check_nanp(text, digits[1:])
+    raise _fail(text, _international_problem(number))
+
+
+def _check_national(text: str, digits: str) -> str:
+    if len(digits) == 10:
+        return _check_nanp(text, digits)
+    if len(digits) == 11 and digits.startswith("1"):
+        return _check_nanp(text, digits[1:])
+    advice = (
+        "a number without a country code is read as North American and needs 10 digits "
+        f"(area code and number); write other numbers with + and the country code, "
+        f"like {_EXAMPLE} or +447911123456"
+    )
+    if len(digits) < 10:
+        raise _fail(text, f"it is too short ({len(digits)} digits)", advice)
+    if _is_valid_e164("+" + digits):
+        advice = f"if you meant the international number +{digits}, write it with the leading +"
+    raise _fail(text, f"it is too long for a North American number ({len(digits)} digits)", advice)
+
+
+def _check_nanp(text: str, national: str) -> str:
+    """Validate the 10 digits after +1 and return the E.164 form."""
+    if len(national) != 10:
+        size = "short" if len(national) < 10 else "long"
+        raise _fail(
+            text,
+            f"a number with country code +1 needs 10 digits after it, this one is too {size} "
+            f"({len(national)} digits)",
+        )
+    e164 = "+1" + national
+    if _is_valid_e164(e164) or _is_fictional_nanp_digits(national):
+        return e164
+    npa, exchange = national[:3], national[3:6]
+    if npa[0] in "01":
+        detail = f"area code {npa} does not exist in {_NANP} (area codes start with 2-9)"
+    elif npa[1:] == "11":
+        detail = f"{npa} is a three-digit service code, not an area code"
+    elif exchange[0] in "01":
+        detail = (
+            f"the three digits after area code {npa} cannot start with {exchange[0]} "
+            f"(they are {exchange})"
+        )
+    elif npa in _geographic_area_codes():
+        detail = f"{npa}-{exchange}-{national[6:]} is not an assigned number in area code {npa}"
+    else:
+        detail = f"area code {npa} is not in use in {_NANP}"
+    raise _fail(text, detail)
+
+
+def _is_valid_e164(e164: str) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(e164, None))
+    except NumberParseException:
+        return False
+
+
+def _parse_problem(exc: NumberParseException, digits: str) -> str:
+    if exc.error_type == NumberParseException.INVALID_COUNTRY_CODE:
+        return f"no country has a calling code at the start of +{digits}"
+    if exc.error_type == NumberParseException.TOO_LONG:
+        return "it is too long"
+    return "it is too short"
+
+
+def _international_problem(number: PhoneNumber) -> str:
+    country = phonenumbers.region_code_for_country_code(number.country_code or 0)
+    where = f"country code +{number.country_code} ({country})"
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason == ValidationResult.INVALID_COUNTRY_CODE:
+        return f"+{number.country_code} is not a country calling code"
+    if reason in (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
+        return f"it is too short for a number with {where}"
+    if reason == ValidationResult.TOO_LONG:
+        return f"it is too long for a number with {where}"
+    if reason == ValidationResult.INVALID_LENGTH:
+        return f"it has the wrong number of digits for a number with {where}"
+    return f"it is not a number in use for {where}"
+
+
+@functools.cache
+def _geographic_area_codes() -> frozenset[str]:
+    """Every NANP area code that libphonenumber maps to a place (and so a time zone).
+
+    Built from the timezone prefix table rather than from a list of our own, so
+    it follows the library's data when new area codes open.
+    """
+    return frozenset(
+        prefix[1:4] for prefix in TIMEZONE_DATA if prefix.startswith("1") and len(prefix) >= 4
+    )
+
+
+def _is_fictional_nanp_digits(national: str) -> bool:
+    """True for NPA-555-0100..0199 with a real area code, the range reserved for fiction."""
+    return (
+        len(national) == 10
+        and national[3:8] == "55501"
+        and national[:3] in _geographic_area_codes()
+    )
+
+
+def _has_geographic_area_code(number: PhoneNumber) -> bool:
+    if number.country_code != 1 or number.national_number is None:
+        return False
+    return f"{number.national_number:010d}"[:3] in _geographic_area_codes()
+
+
+def _is_fictional_nanp(number: PhoneNumber) -> bool:
+    if number.country_code != 1 or number.national_number is None:
+        return False
+    return _is_fictional_nanp_digits(f"{number.national_number:010d}")

@@ -1,0 +1,136 @@
+"""The carrier port: how the dispatcher places one call and learns how it ended.
+
+A carrier is whatever turns a `DialRequest` into a phone call: the built-in phone
+simulator's outcome rules (no media), or the SIP client towards a trunk. The
+dispatcher knows nothing else about telephony. A carrier must:
+
+- report progress through `CallEvents` (ringing, answered) as it happens;
+- end the call promptly when `DialRequest.hangup` is set (CANCEL while ringing, BYE
+  once answered) and still return a `DialResult` saying how it ended;
+- never raise for an outcome of the call (busy, declined, a network failure):
+  those are results. It raises only when it is cancelled (process shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+__all__ = [
+    "AnsweredBy",
+    "CallEvents",
+    "Carrier",
+    "DialRequest",
+    "DialResult",
+    "EndedBy",
+    "NullEvents",
+    "Outcome",
+]
+
+
+class Outcome(enum.StrEnum):
+    """How a call attempt ended; the values are the API's `status` values."""
+
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    DECLINED = "declined"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    VOICEMAIL = "voicemail"
+
+
+class AnsweredBy(enum.StrEnum):
+    HUMAN = "human"
+    VOICEMAIL = "voicemail"
+    UNKNOWN = "unknown"
+    NO_ANSWER = "no-answer"
+
+
+class EndedBy(enum.StrEnum):
+    ASSISTANT = "ASSISTANT"
+    USER = "USER"
+
+
+@dataclass(frozen=True)
+class TrunkTarget:
+    """Where and how to send the INVITE (filled from the trunk of the call's `from`)."""
+
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    username: str | None = None
+    password: str | None = None
+    from_domain: str | None = None
+
+
+@dataclass
+class DialRequest:
+    """Everything a carrier needs to place one attempt of one call."""
+
+    call_id: str
+    attempt: int
+    to_number: str
+    from_number: str | None
+    ring_timeout_s: float = 30.0
+    max_duration_s: float = 30 * 60.0
+    answered_by_enabled: bool = False
+    record: bool = False
+    trunk: TrunkTarget | None = None
+    params: dict[str, object] = field(default_factory=dict)
+    hangup: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the dispatcher to end the call (stop, watchdog, shutdown)."""
+
+
+@dataclass
+class TranscriptTurn:
+    user: str  # user | assistant | robot | agent-action
+    text: str
+    at: datetime
+
+
+@dataclass
+class DialResult:
+    """How one attempt ended."""
+
+    outcome: Outcome
+    answered_by: AnsweredBy | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by: EndedBy | None = None
+    error_message: str | None = None
+    sip_code: int | None = None
+    retry_after_s: float | None = None
+    """The network asked us to try later (503 Retry-After): not a used attempt."""
+    transcript: list[TranscriptTurn] = field(default_factory=list)
+    recording_path: str | None = None
+    endpoint: str | None = None
+
+
+class CallEvents(Protocol):
+    """Progress callbacks; each is awaited, so it may write to the store."""
+
+    async def ringing(self) -> None: ...
+
+    async def answered(self) -> None: ...
+
+
+class NullEvents:
+    """Events sink for tests and tools that do not track progress."""
+
+    async def ringing(self) -> None:
+        return None
+
+    async def answered(self) -> None:
+        return None
+
+
+class Carrier(Protocol):
+    """Places calls. `describe()` says what it is, for logs and `endpoint_url`."""
+
+    def describe(self) -> str: ...
+
+    async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult: ...

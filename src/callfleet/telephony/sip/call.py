@@ -1,0 +1,322 @@
+"""An answered call: the confirmed dialog and everything that happens inside it.
+
+`Call` answers the peer's in-dialog requests (BYE; re-INVITE and UPDATE offers,
+including hold with `sendonly`/`inactive`; OPTIONS; INFO; NOTIFY for a transfer),
+runs the session timer, and sends our own BYE, INFO, REFER and refresh re-INVITEs.
+`ended` is set once the dialog is over, and `end_reason` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from callfleet.telephony.sip.auth import Credentials, build_authorization, parse_challenge
+from callfleet.telephony.sip.dialog import Dialog
+from callfleet.telephony.sip.errors import SdpError, SipError, SipParseError
+from callfleet.telephony.sip.media import LocalSdp, MediaHandler
+from callfleet.telephony.sip.message import SipRequest, SipResponse
+from callfleet.telephony.sip.sdp import NegotiatedMedia, negotiate, parse_sdp
+from callfleet.telephony.sip.session_timer import SessionTimer, parse_session_expires
+from callfleet.telephony.sip.transport import Address
+
+if TYPE_CHECKING:
+    from callfleet.telephony.sip.client import SipClient
+
+__all__ = ["Call", "EndReason"]
+
+log = logging.getLogger(__name__)
+
+
+class EndReason:
+    REMOTE_BYE = "remote-bye"
+    LOCAL_BYE = "local-bye"
+    SESSION_EXPIRED = "session-expired"
+    REFRESH_FAILED = "refresh-failed"
+
+
+class Call:
+    def __init__(
+        self,
+        client: SipClient,
+        dialog: Dialog,
+        sdp: LocalSdp,
+        media: MediaHandler | None,
+        dest: Address,
+        credentials: Credentials | None,
+    ) -> None:
+        self.client = client
+        self.dialog = dialog
+        self.sdp = sdp
+        self.media = media
+        self.dest = dest
+        self.credentials = credentials
+        self.media_state: NegotiatedMedia | None = None
+        self.answered_at = datetime.now(UTC)
+        self.ended = asyncio.Event()
+        self.end_reason: str | None = None
+        self.on_dtmf: Callable[[str], None] | None = None
+        """Called with each digit the peer sends by SIP INFO (application/dtmf-relay)."""
+        self.refreshes = 0
+        self._timer = SessionTimer(self._refresh, self._expire)
+        self._reinvite_pending = False
+        self._notifies: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.dialog.call_id} ended={self.end_reason}>"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start_session_timer(self, response: SipResponse, requested: int | None) -> None:
+        session = parse_session_expires(response)
+        if requested is None or session is None:
+            return
+        interval, refresher = session
+        self._timer.start(interval, we_refresh=refresher != "uas")
+
+    def _end(self, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self.end_reason = reason
+        self.ended.set()
+        self._timer.stop()
+        self.client.unregister_call(self)
+
+    async def hangup(self, reason: str | None = None) -> None:
+        """Send BYE (once) and wait for its response or Timer F."""
+        if self.ended.is_set():
+            return
+        self._end(EndReason.LOCAL_BYE)
+        extra = [("Reason", reason)] if reason else []
+        with contextlib.suppress(SipError):
+            await self._send("BYE", extra=extra)
+
+    async def wait_ended(self) -> str:
+        await self.ended.wait()
+        return self.end_reason or ""
+
+    async def aclose(self) -> None:
+        await self._timer.aclose()
+
+    # -- requests we send ----------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        *,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> SipResponse:
+        """A non-INVITE request in the dialog, retried once with credentials if challenged."""
+        auth: list[tuple[str, str]] = []
+        for _ in range(2):
+            request = self.dialog.create_request(
+                method, self.client.via(), contact=self.client.contact(), body=body,
+                content_type=content_type, extra=[*(extra or []), *auth],
+            )  # fmt: skip
+            response = await self.client.endpoint.request(request, self.dest)
+            auth = self._credentials_for(response, request)
+            if not auth:
+                return response
+        return response
+
+    def _credentials_for(self, response: SipResponse, request: SipRequest) -> list[tuple[str, str]]:
+        if response.status not in (401, 407) or self.credentials is None:
+            return []
+        proxy = response.status == 407
+        value = response.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
+        try:
+            challenge = parse_challenge(value or "")
+        except SipParseError:
+            return []
+        header = build_authorization(
+            challenge, self.credentials, method=request.method, uri=request.uri, body=request.body
+        )
+        return [("Proxy-Authorization" if proxy else "Authorization", header)]
+
+    async def send_info(self, body: bytes, content_type: str) -> SipResponse:
+        return await self._send("INFO", body=body, content_type=content_type)
+
+    async def transfer(self, target: str, timeout_s: float = 30.0) -> bool:
+        """Blind transfer with REFER; True once the peer's NOTIFY reports a 2xx."""
+        referred_by = self.dialog.local_addr
+        response = await self._send(
+            "REFER", extra=[("Refer-To", f"<{target}>"), ("Referred-By", referred_by)]
+        )
+        if response.status >= 300:
+            return False
+        async with asyncio.timeout(timeout_s):
+            while True:
+                frag = (await self._notifies.get()).decode("utf-8", "replace").split()
+                if len(frag) >= 2 and frag[0].startswith("SIP/") and frag[1].isdigit():
+                    code = int(frag[1])
+                    if code >= 200:
+                        return code < 300
+
+    async def _reinvite(self) -> SipResponse | None:
+        """Send a refresh re-INVITE with our current offer; None if it timed out."""
+        queue: asyncio.Queue[SipResponse | None] = asyncio.Queue()
+        extra = [("Supported", "timer")]
+        if self._timer.interval is not None:
+            extra.append(("Session-Expires", f"{self._timer.interval};refresher=uac"))
+        request = self.dialog.create_request(
+            "INVITE", self.client.via(), contact=self.client.contact(), body=self.sdp.offer(),
+            content_type="application/sdp", extra=extra,
+        )  # fmt: skip
+        ack: SipRequest | None = None
+
+        def on_response(response: SipResponse) -> None:
+            nonlocal ack
+            if 200 <= response.status < 300:
+                if ack is None:
+                    ack = self.dialog.create_request("ACK", self.client.via(), cseq=request.cseq[0])
+                    queue.put_nowait(response)
+                self.client.endpoint.send(ack, self.dest)
+            elif response.status >= 200:
+                queue.put_nowait(response)
+
+        self._reinvite_pending = True
+        try:
+            self.client.endpoint.start_invite(
+                request, self.dest, on_response, lambda: queue.put_nowait(None)
+            )
+            return await queue.get()
+        finally:
+            self._reinvite_pending = False
+
+    async def _refresh(self) -> bool:
+        response: SipResponse | None = None
+        for _ in range(3):
+            response = await self._reinvite()
+            if response is None:
+                return False
+            if response.status == 491:
+                await asyncio.sleep(random.uniform(2.1, 4.0))
+                continue
+            if response.status == 422:
+                min_se = (response.headers.get("Min-SE") or "").split(";")[0].strip()
+                if min_se.isdigit():
+                    self._timer.interval = max(int(min_se), self._timer.interval or 0)
+                    continue
+            break
+        if response is None:
+            return False
+        if response.status >= 300:
+            if response.status in (408, 481):
+                return False
+            self._timer.start(self._timer.interval or 1800, we_refresh=True)
+            return True
+        self.refreshes += 1
+        self._apply_answer(response)
+        session = parse_session_expires(response)
+        if session is not None:
+            self._timer.start(session[0], we_refresh=session[1] != "uas")
+        elif self._timer.interval is not None:
+            self._timer.start(self._timer.interval, we_refresh=True)
+        return True
+
+    async def _expire(self) -> None:
+        reason = (
+            EndReason.SESSION_EXPIRED if not self._timer.we_refresh else EndReason.REFRESH_FAILED
+        )
+        if not self.ended.is_set():
+            self._end(reason)
+            with contextlib.suppress(SipError):
+                await self._send("BYE", extra=[("Reason", 'SIP;cause=408;text="Session expired"')])
+
+    def _apply_answer(self, message: SipResponse | SipRequest) -> None:
+        if not message.body or message.content_type != "application/sdp":
+            return
+        try:
+            media = negotiate(parse_sdp(message.body))
+        except SdpError as exc:
+            log.warning("ignoring unusable SDP answer: %s", exc)
+            return
+        self._set_media(media)
+
+    def _set_media(self, media: NegotiatedMedia) -> None:
+        if media != self.media_state:
+            self.media_state = media
+            if self.media is not None:
+                self.media.apply(media)
+
+    # -- requests from the peer ----------------------------------------------------
+
+    def handle_request(self, request: SipRequest, source: Address) -> None:
+        ep = self.client.endpoint
+        method = request.method
+        if method == "ACK":
+            self._apply_answer(request)
+            return
+        if method == "CANCEL":
+            ep.respond(request, source, 481, "Call/Transaction Does Not Exist")
+            return
+        if not self.dialog.accept_remote_cseq(request.cseq[0]):
+            ep.respond(
+                request, source, 500, "Server Internal Error", headers=[("Retry-After", "1")]
+            )
+            return
+        if method == "BYE":
+            ep.respond(request, source, 200, "OK")
+            self._end(EndReason.REMOTE_BYE)
+        elif method in ("INVITE", "UPDATE"):
+            self._answer_offer(request, source)
+        elif method == "OPTIONS":
+            ep.respond(request, source, 200, "OK", headers=self.client.capabilities())
+        elif method == "INFO":
+            ep.respond(request, source, 200, "OK")
+            self._dtmf_info(request)
+        elif method == "NOTIFY":
+            ep.respond(request, source, 200, "OK")
+            self._notifies.put_nowait(request.body)
+        elif method in ("REFER", "MESSAGE", "SUBSCRIBE", "PRACK"):
+            ep.respond(
+                request, source, 405, "Method Not Allowed", headers=self.client.capabilities()
+            )
+        else:
+            ep.respond(request, source, 501, "Not Implemented", headers=self.client.capabilities())
+
+    def _answer_offer(self, request: SipRequest, source: Address) -> None:
+        ep = self.client.endpoint
+        if self._reinvite_pending and request.method == "INVITE":
+            ep.respond(request, source, 491, "Request Pending")
+            return
+        self.dialog.refresh_target(request)
+        headers = [("Contact", self.client.contact())]
+        session = parse_session_expires(request)
+        if session is not None:
+            interval, refresher = session
+            refresher = refresher or "uac"
+            headers.append(("Session-Expires", f"{interval};refresher={refresher}"))
+            if "timer" in (request.headers.get("Supported") or ""):
+                headers.append(("Require", "timer"))
+            self._timer.start(interval, we_refresh=refresher == "uas")
+        body = b""
+        if request.body and request.content_type == "application/sdp":
+            try:
+                body, media = self.sdp.answer(parse_sdp(request.body))
+            except SdpError as exc:
+                ep.respond(
+                    request, source, 488, "Not Acceptable Here", headers=[("Warning", str(exc))]
+                )
+                return
+            self._set_media(media)
+        elif request.method == "INVITE":
+            body = self.sdp.offer()  # the answer comes in the ACK
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        ep.respond(request, source, 200, "OK", headers=headers, body=body)
+
+    def _dtmf_info(self, request: SipRequest) -> None:
+        if request.content_type != "application/dtmf-relay" or self.on_dtmf is None:
+            return
+        for line in request.body.decode("utf-8", "replace").splitlines():
+            name, _, value = line.partition("=")
+            if name.strip().lower() == "signal" and value.strip():
+                self.on_dtmf(value.strip()[:1])

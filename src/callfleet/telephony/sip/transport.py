@@ -1,0 +1,201 @@
+"""SIP over UDP and TCP with asyncio.
+
+A transport turns bytes into parsed messages and back. Whatever arrives that is
+not a SIP message (garbage, truncations, keep-alive CRLFs) is logged and dropped
+here and never reaches the transaction layer. TCP frames messages by
+Content-Length, keeps one connection per peer, and also listens on its port so a
+peer may open its own connection towards our Contact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from callfleet.telephony.sip.errors import SipParseError, TransportError
+from callfleet.telephony.sip.message import MAX_HEADER_BYTES, SipMessage, parse_message
+
+__all__ = ["Address", "MessageHandler", "SipTransport", "TcpTransport", "UdpTransport"]
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+MessageHandler = Callable[[SipMessage, Address], None]
+_RCVBUF = 1 << 20
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I | re.M)
+
+
+class SipTransport(ABC):
+    """Sends messages to an address and delivers every parsed message it receives."""
+
+    name: str
+    reliable: bool
+
+    def __init__(self, handler: MessageHandler) -> None:
+        self._handler = handler
+        self.local_host = ""
+        self.local_port = 0
+
+    def _deliver(self, data: bytes, source: Address, *, stream: bool) -> None:
+        if not data.strip(b"\r\n"):
+            return  # RFC 5626 keep-alive
+        try:
+            message = parse_message(data, stream=stream)
+        except SipParseError as exc:
+            log.warning("dropping unparseable SIP data from %s: %s", source, exc)
+            return
+        self._handler(message, source)
+
+    @abstractmethod
+    def send(self, message: SipMessage, dest: Address) -> None: ...
+
+    async def connect(self, dest: Address) -> None:
+        """Make sure `dest` is reachable before a transaction starts (TCP connects)."""
+        del dest
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: UdpTransport) -> None:
+        self._owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._owner._deliver(data, (str(addr[0]), int(addr[1])), stream=False)
+
+    def error_received(self, exc: Exception) -> None:
+        log.info("UDP error (ICMP unreachable?): %s", exc)
+
+
+class UdpTransport(SipTransport):
+    name = "UDP"
+    reliable = False
+
+    def __init__(self, handler: MessageHandler) -> None:
+        super().__init__(handler)
+        self._transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def open(cls, host: str, port: int, handler: MessageHandler) -> UdpTransport:
+        self = cls(handler)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"cannot bind UDP {host}:{port}: {exc}") from exc
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+        self._transport = transport
+        self.local_host, self.local_port = sock.getsockname()[:2]
+        return self
+
+    def send(self, message: SipMessage, dest: Address) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise TransportError("UDP transport is closed")
+        self._transport.sendto(message.to_bytes(), dest)
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+class TcpTransport(SipTransport):
+    name = "TCP"
+    reliable = True
+
+    def __init__(self, handler: MessageHandler) -> None:
+        super().__init__(handler)
+        self._server: asyncio.Server | None = None
+        self._writers: dict[Address, asyncio.StreamWriter] = {}
+        self._readers: set[asyncio.Task[None]] = set()
+        self._connecting: dict[Address, asyncio.Task[None]] = {}
+
+    @classmethod
+    async def open(cls, host: str, port: int, handler: MessageHandler) -> TcpTransport:
+        self = cls(handler)
+        try:
+            self._server = await asyncio.start_server(
+                self._accepted, host, port, limit=2 * MAX_HEADER_BYTES
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot listen on TCP {host}:{port}: {exc}") from exc
+        self.local_host, self.local_port = self._server.sockets[0].getsockname()[:2]
+        return self
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        addr = (str(peer[0]), int(peer[1]))
+        self._writers[addr] = writer
+        await self._read_loop(addr, reader, writer)
+
+    async def connect(self, dest: Address) -> None:
+        if dest in self._writers:
+            return
+        task = self._connecting.get(dest)
+        if task is None:
+            task = asyncio.create_task(self._open_connection(dest))
+            self._connecting[dest] = task
+        try:
+            await task
+        finally:
+            self._connecting.pop(dest, None)
+
+    async def _open_connection(self, dest: Address) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(
+                dest[0], dest[1], limit=2 * MAX_HEADER_BYTES
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot connect to {dest[0]}:{dest[1]}: {exc}") from exc
+        self._writers[dest] = writer
+        task = asyncio.create_task(self._read_loop(dest, reader, writer))
+        self._readers.add(task)
+        task.add_done_callback(self._readers.discard)
+
+    async def _read_loop(
+        self, addr: Address, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.strip(b"\r\n"):
+                    continue
+                match = _CONTENT_LENGTH.search(head.lstrip(b"\r\n"))
+                body = await reader.readexactly(int(match.group(1))) if match else b""
+                self._deliver(head + body, addr, stream=True)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except (asyncio.LimitOverrunError, ValueError):
+            log.warning("TCP framing lost with %s (oversized headers); closing", addr)
+        finally:
+            if self._writers.get(addr) is writer:
+                del self._writers[addr]
+            writer.close()
+
+    def send(self, message: SipMessage, dest: Address) -> None:
+        writer = self._writers.get(dest)
+        if writer is None or writer.is_closing():
+            raise TransportError(f"no TCP connection to {dest[0]}:{dest[1]}")
+        writer.write(message.to_bytes())
+
+    async def close(self) -> None:
+        for writer in list(self._writers.values()):
+            writer.close()
+        self._writers.clear()
+        for task in list(self._readers):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None

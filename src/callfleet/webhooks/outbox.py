@@ -1,0 +1,50 @@
+"""The outbox: a delivery is a row written in the same transaction as the event.
+
+If the transaction that ends a call commits, its webhook will be sent; if it rolls
+back, no webhook exists for an event that did not happen. The sender
+(`webhooks.sender`) picks rows up from here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from callfleet.store.ids import new_id
+from callfleet.store.tables import webhook_deliveries
+
+__all__ = ["enqueue_delivery"]
+
+
+def enqueue_delivery(
+    conn: Connection,
+    *,
+    account_id: str,
+    event: str,
+    url: str,
+    payload: dict[str, Any],
+    call_id: str | None,
+    batch_id: str | None,
+    now: datetime,
+) -> str:
+    """Record a delivery to make; returns its id (also the `webhook-id` header)."""
+    delivery_id = new_id()
+    conn.execute(
+        sa.insert(webhook_deliveries).values(
+            id=delivery_id,
+            account_id=account_id,
+            event=event,
+            url=url,
+            payload=payload,
+            call_id=call_id,
+            batch_id=batch_id,
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    return delivery_id

@@ -1,0 +1,185 @@
+"""The webhook sender: takes due deliveries from the outbox and sends them, signed.
+
+A delivery is leased before it is sent so that two senders never send it at the
+same moment; its `webhook-id` is the delivery id, so a receiver that sees it twice
+(after a crash between sending and recording) can tell. Failures are retried on
+the documented schedule (`delivery.RETRY_SCHEDULE`, a bit over a day in all); every
+attempt is recorded and readable through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection
+
+from callfleet.config import Settings
+from callfleet.store.db import Database
+from callfleet.store.tables import accounts, webhook_attempts, webhook_deliveries
+from callfleet.webhooks.delivery import AttemptResult, deliver, new_client, next_delay
+
+__all__ = ["WebhookSender"]
+
+log = structlog.get_logger(__name__)
+LEASE = timedelta(seconds=120)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _claim_due(conn: Connection, now: datetime, limit: int) -> list[Any]:
+    rows = conn.execute(
+        sa.select(webhook_deliveries, accounts.c.webhook_secret)
+        .join(accounts, accounts.c.id == webhook_deliveries.c.account_id)
+        .where(
+            webhook_deliveries.c.state == "pending",
+            webhook_deliveries.c.next_attempt_at <= now,
+            sa.or_(
+                webhook_deliveries.c.lease_until.is_(None),
+                webhook_deliveries.c.lease_until < now,
+            ),
+        )
+        .order_by(webhook_deliveries.c.next_attempt_at)
+        .limit(limit)
+    ).all()
+    claimed = []
+    for row in rows:
+        res = conn.execute(
+            sa.update(webhook_deliveries)
+            .where(
+                webhook_deliveries.c.id == row.id,
+                webhook_deliveries.c.state == "pending",
+                sa.or_(
+                    webhook_deliveries.c.lease_until.is_(None),
+                    webhook_deliveries.c.lease_until < now,
+                ),
+            )
+            .values(lease_until=now + LEASE)
+        )
+        if res.rowcount == 1:
+            claimed.append(row)
+    return claimed
+
+
+def _record(conn: Connection, row: Any, result: AttemptResult, now: datetime, scale: float) -> None:
+    attempt = row.attempts + 1
+    conn.execute(
+        sa.insert(webhook_attempts).values(
+            delivery_id=row.id,
+            attempt=attempt,
+            at=now,
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+        )
+    )
+    values: dict[str, Any] = {
+        "attempts": attempt,
+        "last_status_code": result.status_code,
+        "last_error": result.error,
+        "lease_until": None,
+    }
+    if result.ok:
+        values.update(state="delivered", delivered_at=now, next_attempt_at=None)
+    else:
+        delay = next_delay(attempt, scale=scale) if result.retryable else None
+        if delay is None:
+            values.update(state="failed", next_attempt_at=None)
+        else:
+            values.update(next_attempt_at=now + timedelta(seconds=delay))
+    conn.execute(
+        sa.update(webhook_deliveries).where(webhook_deliveries.c.id == row.id).values(**values)
+    )
+
+
+class WebhookSender:
+    """Polls the outbox; `wake()` makes it look at once."""
+
+    def __init__(self, db: Database, settings: Settings, *, concurrency: int = 20) -> None:
+        self.db = db
+        self.settings = settings
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._client = new_client(timeout_s=self.settings.webhook_timeout_s)
+        self._task = asyncio.create_task(self._loop(), name="webhook-sender")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def send_due(self) -> int:
+        """Send every delivery that is due now; returns how many were attempted."""
+        assert self._client is not None, "start() the sender first"
+        client = self._client
+
+        def claim() -> list[Any]:
+            with self.db.write() as conn:
+                return _claim_due(conn, _now(), self.concurrency)
+
+        rows = await asyncio.to_thread(claim)
+        if not rows:
+            return 0
+
+        async def one(row: Any) -> None:
+            body = json.dumps(row.payload, separators=(",", ":")).encode()
+            try:
+                result = await deliver(
+                    client,
+                    row.url,
+                    row.webhook_secret,
+                    row.id,
+                    body,
+                    allow_private=self.settings.webhook_allow_private,
+                    timeout_s=self.settings.webhook_timeout_s,
+                )
+            except Exception as exc:  # a broken secret or URL must not stop other deliveries
+                result = AttemptResult(False, None, f"delivery error: {exc}", 0, False)
+
+            def record() -> None:
+                with self.db.write() as conn:
+                    _record(conn, row, result, _now(), self.settings.webhook_retry_scale)
+
+            await asyncio.to_thread(record)
+            if not result.ok:
+                log.info(
+                    "webhook attempt failed",
+                    delivery=row.id,
+                    url=row.url,
+                    status=result.status_code,
+                    error=result.error,
+                )
+
+        await asyncio.gather(*(one(r) for r in rows))
+        return len(rows)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                sent = await self.send_due()
+            except Exception:
+                log.exception("webhook pass failed; retrying")
+                sent = 0
+            if sent:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.5)
