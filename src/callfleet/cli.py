@@ -100,22 +100,54 @@ def serve(
 
 
 DEMO_ROWS: list[dict[str, Any]] = [
-    {"phone_number": "+12125550101", "business": "ABC Corp", "service": "Netflix",
-     "date": "September 4th"},
-    {"phone_number": "+14155550112", "business": "XYZ inc.", "service": "Window Cleaning",
-     "date": "December 20th"},
-    {"phone_number": "+13125550123", "business": "Lakeside Dental", "service": "Cloud Backup",
-     "date": "January 9th"},
-    {"phone_number": "+16175550145", "business": "Harbor Books", "service": "Point of Sale",
-     "date": "March 1st"},
-    {"phone_number": "+12065550162", "business": "Rainier Coffee", "service": "Payroll",
-     "date": "May 15th"},
-    {"phone_number": "+15125550177", "business": "Austin Bikes", "service": "Web Hosting",
-     "date": "June 30th"},
-    {"phone_number": "+13055550185", "business": "Miami Tiles", "service": "Insurance",
-     "date": "July 4th"},
-    {"phone_number": "+17135550193", "business": "Gulf Freight", "service": "Fleet GPS",
-     "date": "August 8th"},
+    {
+        "phone_number": "+12125550101",
+        "business": "ABC Corp",
+        "service": "Netflix",
+        "date": "September 4th",
+    },
+    {
+        "phone_number": "+14155550112",
+        "business": "XYZ inc.",
+        "service": "Window Cleaning",
+        "date": "December 20th",
+    },
+    {
+        "phone_number": "+13125550123",
+        "business": "Lakeside Dental",
+        "service": "Cloud Backup",
+        "date": "January 9th",
+    },
+    {
+        "phone_number": "+16175550145",
+        "business": "Harbor Books",
+        "service": "Point of Sale",
+        "date": "March 1st",
+    },
+    {
+        "phone_number": "+12065550162",
+        "business": "Rainier Coffee",
+        "service": "Payroll",
+        "date": "May 15th",
+    },
+    {
+        "phone_number": "+15125550177",
+        "business": "Austin Bikes",
+        "service": "Web Hosting",
+        "date": "June 30th",
+    },
+    {
+        "phone_number": "+13055550185",
+        "business": "Miami Tiles",
+        "service": "Insurance",
+        "date": "July 4th",
+    },
+    {
+        "phone_number": "+17135550193",
+        "business": "Gulf Freight",
+        "service": "Fleet GPS",
+        "date": "August 8th",
+    },
 ]
 DEMO_PROMPT = (
     "You are calling {{business}} to renew their subscription to {{service}} before it "
@@ -134,7 +166,9 @@ def demo(
     speed: Annotated[
         float, typer.Option(help="How much faster than real time the simulated phones run.")
     ] = 4.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the batch details as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the batch details as JSON.")
+    ] = False,
 ) -> None:
     """Start callfleet and send a demonstration batch to the phone simulator's numbers."""
     from callfleet.api.app import create_app
@@ -151,7 +185,9 @@ def demo(
         key = create_key(conn, acct.id, "demo")
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, db=db), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, db=db), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -27,8 +27,10 @@ class LlmError(RuntimeError):
 
 
 def _prompt(goal: str | None, questions: Sequence[Sequence[str]], transcript: str) -> str:
-    lines = [f"{i + 1}. {q[0]} (answer type: {q[1] if len(q) > 1 else 'string'})"
-             for i, q in enumerate(questions)]
+    lines = [
+        f"{i + 1}. {q[0]} (answer type: {q[1] if len(q) > 1 else 'string'})"
+        for i, q in enumerate(questions)
+    ]
     return (
         f"Goal of the call: {goal or 'not stated'}\n\nTranscript:\n{transcript or '(empty)'}\n\n"
         "Answer each question from the transcript only. Reply with a JSON object "

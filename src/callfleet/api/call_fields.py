@@ -141,7 +141,9 @@ def _validate_only(raw: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any],
     return {k: v for k, v in data.items() if k in known}, []
 
 
-def check_fields(raw: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, Any], list[FieldError]]:
+def check_fields(
+    raw: Mapping[str, Any], prefix: str = ""
+) -> tuple[dict[str, Any], list[FieldError]]:
     """Validate the Send Call fields present in one object (types, ranges, formats).
 
     Returns the validated subset (JSON-ready, legacy aliases still present) and the errors.

@@ -66,9 +66,7 @@ def _reject(out: PreparedCalls, index: int, raw_number: Any, errors: Sequence[Fi
 
 
 def owned_numbers(conn: Connection, account_id: str) -> set[str]:
-    rows = conn.execute(
-        sa.select(numbers.c.phone_number).where(numbers.c.account_id == account_id)
-    )
+    rows = conn.execute(sa.select(numbers.c.phone_number).where(numbers.c.account_id == account_id))
     return {r[0] for r in rows}
 
 
@@ -86,9 +84,7 @@ def dnc_hits(conn: Connection, account_id: str, candidates: Sequence[str]) -> se
     return hits
 
 
-def check_from(
-    value: str, owned: set[str], path: str, errors: list[FieldError]
-) -> str | None:
+def check_from(value: str, owned: set[str], path: str, errors: list[FieldError]) -> str | None:
     try:
         number = normalize_phone(value)
     except PhoneNumberError as exc:

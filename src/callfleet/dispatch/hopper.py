@@ -50,7 +50,7 @@ def _active_counts(conn: Connection) -> dict[str, int]:
         .where(calls.c.state.in_(lifecycle.ACTIVE_STATES))
         .group_by(calls.c.account_id)
     )
-    return {account_id: n for account_id, n in rows}
+    return {str(account_id): int(n) for account_id, n in rows}  # noqa: C416 - typed copy
 
 
 def admission_pass(
@@ -64,12 +64,10 @@ def admission_pass(
 ) -> Admission:
     active = _active_counts(conn)
     caps = conn.execute(sa.select(accounts.c.id, accounts.c.concurrency_cap)).all()
-    rates = {
-        number: cps
-        for number, cps in conn.execute(
-            sa.select(numbers.c.phone_number, numbers.c.cps).where(numbers.c.cps.is_not(None))
-        )
-    }
+    rate_rows = conn.execute(
+        sa.select(numbers.c.phone_number, numbers.c.cps).where(numbers.c.cps.is_not(None))
+    )
+    rates = {str(number): float(cps) for number, cps in rate_rows}
     mono = time.monotonic()
     jobs: list[Job] = []
     saturated = False

@@ -172,8 +172,9 @@ def next_open(window: CallingWindow, zone: str | None, now: datetime) -> datetim
     if _open_at(window, local):
         return now
     opening = _next_start(window, place, local.date(), now)
-    # A clock set back can also open the window without its start time going by, as
-    # when a window ending at 01:30 sees 02:00 turned back to 01:00.
+    # A change of offset can open the window without the clock showing the start
+    # time: a start inside a spring-forward gap opens when the clock jumps past it,
+    # and a window ending at 01:30 reopens when 02:00 is turned back to 01:00.
     for change in _offset_changes(place, now, opening):
         if _open_at(window, change.astimezone(place)):
             return change
@@ -203,8 +204,9 @@ def closes_at(window: CallingWindow, zone: str | None, now: datetime) -> datetim
     closing = _first_instant_at(_wall(day, window.end_minute), place, now)
     if closing is None:
         return now.astimezone(UTC)
-    # A clock set back can also close the window early, when it takes the wall clock
-    # back before the start time (a window from 01:15 when 02:00 becomes 01:00).
+    # A change of offset can close the window without the clock showing the end
+    # time: an end inside a spring-forward gap closes it when the clock jumps past,
+    # and a window from 01:15 closes for a while when 02:00 is turned back to 01:00.
     for change in _offset_changes(place, now, closing):
         if not _open_at(window, change.astimezone(place)):
             return change
@@ -212,7 +214,10 @@ def closes_at(window: CallingWindow, zone: str | None, now: datetime) -> datetim
 
 
 def _next_start(window: CallingWindow, place: tzinfo, today: date, now: datetime) -> datetime:
-    """The first instant after `now` at which the wall clock reaches the window's start."""
+    """The first instant after `now` at which the clock shows the window's start.
+
+    Openings caused by a change of offset are left to the caller (see next_open).
+    """
     for offset in range(_DAYS_TO_SEARCH):
         day = today + timedelta(days=offset)
         if day.weekday() not in window.days:
@@ -221,7 +226,9 @@ def _next_start(window: CallingWindow, place: tzinfo, today: date, now: datetime
         if opening is None:
             continue
         wall = opening.astimezone(place)
-        # The whole of that day's window can fall inside a DST gap; then it never opens.
+        # A start inside a spring-forward gap reads as a time after the gap, which
+        # may be past the end or on the next day; then the day's window does not
+        # open by the clock reaching its start (next_open looks at the jump itself).
         if wall.date() == day and _open_at(window, wall):
             return opening
     raise AssertionError(f"{window} did not open within {_DAYS_TO_SEARCH} days of {now}")
@@ -292,35 +299,18 @@ def _wall(day: date, minute: int) -> datetime:
 
 
 def _first_instant_at(wall: datetime, place: tzinfo, after: datetime) -> datetime | None:
-    """The first UTC instant later than `after` whose wall clock in `place` reads `wall`.
+    """An instant later than `after` at which the clock in `place` reads `wall`, or None.
 
-    If `wall` does not exist (a DST gap), the first instant after the gap. None if
-    every such instant is at or before `after`.
+    On a fall-back day the later of the two readings is used if the earlier one
+    is past. A `wall` that does not exist (it falls in a spring-forward gap) gives
+    an instant just after the gap, which is later than the true first instant at
+    or past `wall`, the end of the gap itself; callers find that one among the
+    offset changes before the instant returned here.
     """
     instant = wall.replace(tzinfo=place).astimezone(UTC)
-    if instant.astimezone(place).replace(tzinfo=None) != wall:
-        instant = _end_of_gap(wall, place)
-    elif instant <= after:
-        # On a fall-back day the wall time comes round a second time, an hour later.
+    if instant <= after:
         instant = wall.replace(tzinfo=place, fold=1).astimezone(UTC)
     return instant if instant > after else None
-
-
-def _end_of_gap(wall: datetime, place: tzinfo) -> datetime:
-    """The first instant whose wall clock is at or past `wall`, which lies in a gap."""
-    # Read with each of the two offsets around the transition, `wall` names one instant
-    # before the gap (its wall clock earlier than `wall`) and one after it; bisect on
-    # whole seconds, which is the resolution of every transition in the tz database.
-    first = int(wall.replace(tzinfo=place, fold=1).timestamp())
-    second = int(wall.replace(tzinfo=place, fold=0).timestamp())
-    low, high = min(first, second), max(first, second)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if datetime.fromtimestamp(middle, place).replace(tzinfo=None) >= wall:
-            high = middle
-        else:
-            low = middle
-    return datetime.fromtimestamp(high, UTC)
 
 
 def _format_clock(minute: int) -> str:

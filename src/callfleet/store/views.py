@@ -150,7 +150,9 @@ def public_call_params(params: dict[str, Any]) -> dict[str, Any]:
     out = dict(params)
     out.setdefault("reduce_latency", False)
     voice_id = out.get("voice_id", 0)
-    out["voice_id"] = voice_id if isinstance(voice_id, int) and not isinstance(voice_id, bool) else 0
+    out["voice_id"] = (
+        voice_id if isinstance(voice_id, int) and not isinstance(voice_id, bool) else 0
+    )
     out.setdefault("language", "en-US")
     out["max_duration"] = int(out.get("max_duration", 30))
     out.setdefault("wait_for_greeting", False)
@@ -177,8 +179,13 @@ def batch_analysis(conn: Connection, batch_id: str) -> dict[str, Any]:
     """Aggregates over a batch's calls: statuses, call lengths, errors."""
     rows = conn.execute(
         sa.select(
-            calls.c.id, calls.c.state, calls.c.queue_status, calls.c.status,
-            calls.c.call_length, calls.c.error_message, calls.c.endpoint_url,
+            calls.c.id,
+            calls.c.state,
+            calls.c.queue_status,
+            calls.c.status,
+            calls.c.call_length,
+            calls.c.error_message,
+            calls.c.endpoint_url,
         )
         .where(calls.c.batch_id == batch_id)
         .order_by(calls.c.seq)

@@ -36,7 +36,7 @@ def _questions(body: dict[str, Any]) -> tuple[str | None, list[list[str]]]:
             ok = isinstance(q, list) and 1 <= len(q) <= 2 and all(isinstance(x, str) for x in q)
             if not ok:
                 errors.append(
-                    FieldError(f"questions[{i}]", 'Must be [question, answer_type] strings.')
+                    FieldError(f"questions[{i}]", "Must be [question, answer_type] strings.")
                 )
     if errors:
         raise ApiError(400, errors[0].message, errors)
@@ -56,14 +56,24 @@ async def _analyze(
 
 
 def _store(
-    runtime: Any, account_id: str, call_id: str, batch_id: str | None, goal: str | None,
-    questions: list[list[str]], answers: list[Any],
+    runtime: Any,
+    account_id: str,
+    call_id: str,
+    batch_id: str | None,
+    goal: str | None,
+    questions: list[list[str]],
+    answers: list[Any],
 ) -> None:
     with runtime.db.write() as conn:
         conn.execute(
             sa.insert(call_analyses).values(
-                account_id=account_id, call_id=call_id, batch_id=batch_id, goal=goal,
-                questions=questions, answers=answers, created_at=utcnow(),
+                account_id=account_id,
+                call_id=call_id,
+                batch_id=batch_id,
+                goal=goal,
+                questions=questions,
+                answers=answers,
+                created_at=utcnow(),
             )
         )
 
@@ -93,9 +103,15 @@ async def analyze_call(
 
     batch_id, transcript = await run_in_threadpool(load)
     answers = await _analyze(runtime, goal, questions, transcript)
-    await run_in_threadpool(_store, runtime, account.id, call_id, batch_id, goal, questions, answers)
-    return {"status": "success", "message": "Call analyzed.", "answers": [answers],
-            "credits_used": 0}
+    await run_in_threadpool(
+        _store, runtime, account.id, call_id, batch_id, goal, questions, answers
+    )
+    return {
+        "status": "success",
+        "message": "Call analyzed.",
+        "answers": [answers],
+        "credits_used": 0,
+    }
 
 
 @router.post("/v1/batches/{batch_id}/analyze", summary="Analyze every call of a batch")
@@ -114,10 +130,14 @@ async def analyze_batch(
             ).first()
             if owned is None:
                 raise ApiError(404, f"No batch {batch_id!r} in this account.")
-            ids = [r[0] for r in conn.execute(
-                sa.select(calls.c.id).where(calls.c.batch_id == batch_id, calls.c.state == "ended")
-                .order_by(calls.c.seq)
-            )]
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    sa.select(calls.c.id)
+                    .where(calls.c.batch_id == batch_id, calls.c.state == "ended")
+                    .order_by(calls.c.seq)
+                )
+            ]
             return [(i, _transcript(conn, i)) for i in ids]
 
     items = await run_in_threadpool(load)

@@ -198,7 +198,9 @@ def _owned_batch(conn: Connection, account_id: str, batch_id: str) -> Any:
         sa.select(batches).where(batches.c.id == batch_id, batches.c.account_id == account_id)
     ).first()
     if row is None:
-        raise ApiError(404, f"No batch {batch_id!r} in this account; list them with GET /v1/batches.")
+        raise ApiError(
+            404, f"No batch {batch_id!r} in this account; list them with GET /v1/batches."
+        )
     return row
 
 
@@ -239,8 +241,12 @@ def batch_details(
                         .order_by(transcript_turns.c.id)
                     ):
                         turns[t.call_id].append(
-                            {"id": t.id, "created_at": iso(t.created_at), "text": t.text,
-                             "user": t.user}
+                            {
+                                "id": t.id,
+                                "created_at": iso(t.created_at),
+                                "text": t.text,
+                                "user": t.user,
+                            }
                         )
                 for c in call_data:
                     c["transcripts"] = turns[c["call_id"]]
@@ -269,9 +275,7 @@ def stop_batch(batch_id: str, runtime: RuntimeDep, account: AccountDep) -> dict[
             )
         ]
         if live:
-            conn.execute(
-                sa.update(calls).where(calls.c.id.in_(live)).values(hangup_requested=True)
-            )
+            conn.execute(sa.update(calls).where(calls.c.id.in_(live)).values(hangup_requested=True))
         cancelled = cancel_queued(
             conn, calls.c.batch_id == batch_id, now, "Cancelled: the batch was stopped."
         )

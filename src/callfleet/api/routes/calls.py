@@ -61,8 +61,10 @@ async def send_call(request: Request, runtime: RuntimeDep, account: AccountDep) 
         )
         if not prepared.rows:
             row_errors = [
-                FieldError(e["field"].replace("call_data[0].", "").replace("call_data[0]", "task"),
-                           e["message"])
+                FieldError(
+                    e["field"].replace("call_data[0].", "").replace("call_data[0]", "task"),
+                    e["message"],
+                )
                 for e in prepared.rejected[0]["errors"]
             ]
             raise ApiError(400, row_errors[0].message, row_errors)
@@ -169,7 +171,9 @@ def stop_call(call_id: str, runtime: RuntimeDep, account: AccountDep) -> dict[st
             raise ApiError(
                 400, f"This call has already ended (status {row.status}); there is nothing to stop."
             )
-        cancelled = cancel_queued(conn, calls.c.id == call_id, now, "Cancelled: the call was stopped.")
+        cancelled = cancel_queued(
+            conn, calls.c.id == call_id, now, "Cancelled: the call was stopped."
+        )
         live = False
         if not cancelled:
             res = conn.execute(
