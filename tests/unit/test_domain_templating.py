@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,32 +124,3 @@ def test_render_either_fills_every_placeholder_or_names_the_missing(
         assert error.names
     else:
         assert all(name in values for name in names)
-
-
-def test_rendering_a_large_batch_is_fast() -> None:
-    template = (
-        "You are calling {{first_name}} {{ last name }} about order {order_id}, placed on "
-        "{{order_date}} for {amount}. Confirm the delivery address {{address}} and the "
-        "time slot {{slot}}. If they ask, the reference is {ref}. Be brief and polite, and "
-        'never read out {"internal": "notes"}. Thank {{first_name}} before hanging up...'
-    )
-    assert 280 <= len(template) <= 320
-    rows = [
-        {
-            "first_name": f"Person{i}",
-            "last name": "Doe",
-            "order_id": i,
-            "order_date": "2025-01-02",
-            "amount": 19.99,
-            "address": {"street": "1 Main St", "zip": "10001"},
-            "slot": "9-11",
-            "ref": None,
-        }
-        for i in range(100_000)
-    ]
-    started = time.perf_counter()
-    rendered = [render(template, row) for row in rows]
-    elapsed = time.perf_counter() - started
-    assert rendered[7].startswith("You are calling Person7 Doe about order 7,")
-    assert json.dumps({"street": "1 Main St", "zip": "10001"}) in rendered[0]
-    assert elapsed < 1.0, f"rendering 100,000 rows took {elapsed:.2f} s"

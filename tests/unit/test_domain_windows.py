@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -27,13 +26,23 @@ WEEKDAYS = frozenset(range(5))
 ALL_DAYS = frozenset(range(7))
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def local(zone: str, *args: int, fold: int = 0) -> datetime:
+def local(
+    zone: str,
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    *,
+    fold: int = 0,
+) -> datetime:
     """An instant given by its wall clock in `zone`, returned in UTC."""
-    wall = datetime(*args, tzinfo=ZoneInfo(zone), fold=fold)  # type: ignore[misc]
+    wall = datetime(year, month, day, hour, minute, second, tzinfo=ZoneInfo(zone), fold=fold)
     return wall.astimezone(UTC)
 
 
@@ -116,9 +125,7 @@ def test_parse_rejects_a_start_after_the_end_and_suggests_splitting() -> None:
 def test_parse_explains_midnight_as_an_end() -> None:
     errors = errors_of({"start": "09:00", "end": "00:00"})
     assert 'write "24:00"' in errors["calling_window.start"]
-    assert "end of the day" in errors_of({"start": "24:00"})["calling_window.start"] or (
-        "only end a window" in errors_of({"start": "24:00"})["calling_window.start"]
-    )
+    assert "only end a window" in errors_of({"start": "24:00"})["calling_window.start"]
 
 
 def test_parse_reports_every_problem_with_its_path() -> None:
@@ -405,14 +412,3 @@ def test_closes_at_is_the_first_closed_instant(
     while probe < closes:
         assert is_open(window, zone, probe), f"closed at {probe}, before {closes}"
         probe += timedelta(minutes=1)
-
-
-def test_next_open_is_fast() -> None:
-    zones = ["America/New_York", "Europe/London", "Asia/Tokyo", None, "Australia/Sydney"]
-    start = utc(2024, 1, 1)
-    nows = [start + timedelta(minutes=37 * i) for i in range(100_000)]
-    began = time.perf_counter()
-    for i, now in enumerate(nows):
-        next_open(DEFAULT_WINDOW, zones[i % 5], now)
-    elapsed = time.perf_counter() - began
-    assert elapsed < 2.0, f"100,000 calls to next_open took {elapsed:.2f} s"
