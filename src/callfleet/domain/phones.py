@@ -67,12 +67,23 @@ def normalize_phone(raw: str | int) -> str:
         elif digits.startswith("00"):
             digits, international = digits[2:], True
     nanp = _nanp_digits(digits, international)
-    if nanp is not None and nanp[:6] in _VALID_NANP_PREFIXES:
-        return "+1" + nanp
+    prefix = _nanp_prefix(nanp) if nanp is not None else None
+    if prefix is not None and prefix in _VALID_NANP_PREFIXES:
+        return "+1" + str(nanp)
     result = _check_international(text, digits) if international else _check_national(text, digits)
-    if nanp is not None and result == "+1" + nanp and nanp[3:6] != "555":
-        _VALID_NANP_PREFIXES.add(nanp[:6])
+    if prefix is not None and result == "+1" + str(nanp):
+        _VALID_NANP_PREFIXES.add(prefix)
     return result
+
+
+def _nanp_prefix(nanp: str) -> str | None:
+    """The digits that decide validity: area code and exchange, or, in the 555
+    exchange, area code and the fictional 555-01 block (other 555 lines: None)."""
+    if nanp[3:6] != "555":
+        return nanp[:6]
+    if nanp[6:8] == "01":
+        return nanp[:8]
+    return None
 
 
 # libphonenumber decides whether a North American number is valid from its area
@@ -94,10 +105,11 @@ def _nanp_digits(digits: str, international: bool) -> str | None:
 
 def timezone_for_number(e164: str) -> str | None:
     """Return the IANA time zone of the callee of `e164`, or None when unknown (cached)."""
-    if e164.startswith("+1") and len(e164) == 12 and e164[5:8] != "555":
+    nanp = e164[2:] if e164.startswith("+1") and len(e164) == 12 else None
+    key = _nanp_prefix(nanp) if nanp is not None else None
+    if key is not None:
         # A North American zone depends on the area code and exchange only (the
         # 555 exchange is special: only its fictional 01XX range is valid).
-        key = e164[:8]
         if key not in _NANP_ZONES:
             _NANP_ZONES[key] = _timezone_for_number(e164)
         return _NANP_ZONES[key]
