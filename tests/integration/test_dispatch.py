@@ -52,8 +52,8 @@ class StuckCarrier:
 
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
         await events.answered()
-        while True:
-            await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never set: this carrier never returns by itself
+        raise AssertionError("unreachable")
 
 
 def _send(server: Server, key: str, numbers: list[str], **extra: Any) -> str:
@@ -137,7 +137,9 @@ def test_busy_is_retried_by_policy_and_declined_never(server_factory: Any) -> No
 
 
 def test_watchdog_ends_a_call_whose_carrier_hangs(server_factory: Any) -> None:
-    server = server_factory(carrier=StuckCarrier(), watchdog_grace_s=0.3, lease_s=5)
+    server = server_factory(
+        carrier=StuckCarrier(), watchdog_grace_s=0.3, lease_s=5, ring_timeout_s=0.2
+    )
     key = server.new_key()
     batch_id = _send(server, key, ["+12125550101"], max_duration=0.01)
     details = _wait_done(server, key, batch_id, timeout=30)

@@ -60,7 +60,13 @@ class Claim:
 
 
 def claim(
-    conn: Connection, call_id: str, attempt: int, worker: str, now: datetime, lease_s: float
+    conn: Connection,
+    call_id: str,
+    attempt: int,
+    worker: str,
+    now: datetime,
+    lease_s: float,
+    ring_timeout_s: float = 30.0,
 ) -> Claim | None:
     res = conn.execute(
         sa.update(calls)
@@ -81,7 +87,8 @@ def claim(
             call_id=call_id, attempt=attempt, worker=worker, started_at=now
         )
     )
-    deadline = now + timedelta(minutes=row.max_duration)
+    # The latest a healthy call can end: ringing, then max_duration of talk.
+    deadline = now + timedelta(minutes=row.max_duration, seconds=ring_timeout_s)
     conn.execute(sa.update(calls).where(calls.c.id == call_id).values(deadline_at=deadline))
     # The do-not-call list is checked again at dial time: a number added after the
     # batch was accepted must not ring.

@@ -79,7 +79,9 @@ class CallRunner:
         worker = self.worker_id
 
         def do_claim(conn: Connection) -> lifecycle.Claim | None:
-            return lifecycle.claim(conn, call_id, attempt, worker, _now(), lease)
+            return lifecycle.claim(
+                conn, call_id, attempt, worker, _now(), lease, self.settings.ring_timeout_s
+            )
 
         try:
             claim = await self.writer.run(do_claim)
@@ -130,10 +132,13 @@ class CallRunner:
     async def _with_watchdog(self, request: DialRequest) -> DialResult:
         task = asyncio.create_task(self.carrier.place_call(request, _Events(self, request.call_id)))
         try:
-            done, _ = await asyncio.wait({task}, timeout=request.max_duration_s)
+            # The carrier ends the call at max_duration after the answer; this is the
+            # backstop: ringing plus max_duration, then a polite hangup, then abandon.
+            limit = request.ring_timeout_s + request.max_duration_s
+            done, _ = await asyncio.wait({task}, timeout=limit)
             if done:
                 return task.result()
-            request.hangup.set()  # max_duration reached: hang up politely
+            request.hangup.set()
             done, _ = await asyncio.wait({task}, timeout=self.settings.watchdog_grace_s)
             if done:
                 return task.result()
