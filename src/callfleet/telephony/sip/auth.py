@@ -57,8 +57,8 @@ def parse_challenge(value: str) -> Challenge:
     params = _digest_params(rest)
     if "realm" not in params or "nonce" not in params:
         raise SipParseError("digest challenge without realm or nonce")
-    algorithm = params.get("algorithm", "MD5").upper()
-    base = algorithm.removesuffix("-SESS")
+    algorithm = params.get("algorithm", "MD5")
+    base = algorithm.upper().removesuffix("-SESS")
     if base not in _HASHES:
         raise SipParseError(f"unsupported digest algorithm {algorithm!r}")
     qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
@@ -92,7 +92,7 @@ def build_authorization(
     cnonce = cnonce or secrets.token_hex(8)
     nc = f"{nonce_count:08x}"
     ha1 = _hash(alg, f"{credentials.username}:{challenge.realm}:{credentials.password}")
-    if alg.endswith("-SESS"):
+    if alg.upper().endswith("-SESS"):
         ha1 = _hash(alg, f"{ha1}:{challenge.nonce}:{cnonce}")
     qop: str | None = None
     if "auth" in challenge.qop:
@@ -100,7 +100,7 @@ def build_authorization(
     elif "auth-int" in challenge.qop:
         qop = "auth-int"
     if qop == "auth-int":
-        body_hash = hashlib.new(_HASHES[alg.removesuffix("-SESS")], body).hexdigest()
+        body_hash = hashlib.new(_HASHES[alg.upper().removesuffix("-SESS")], body).hexdigest()
         ha2 = _hash(alg, f"{method}:{uri}:{body_hash}")
     else:
         ha2 = _hash(alg, f"{method}:{uri}")

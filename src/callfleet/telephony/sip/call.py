@@ -72,9 +72,10 @@ class Call:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start_session_timer(self, response: SipResponse, requested: int | None) -> None:
+    def start_session_timer(self, response: SipResponse) -> None:
+        """Honour the 2xx's Session-Expires (we always send `Supported: timer`)."""
         session = parse_session_expires(response)
-        if requested is None or session is None:
+        if session is None:
             return
         interval, refresher = session
         self._timer.start(interval, we_refresh=refresher != "uas")
@@ -144,7 +145,11 @@ class Call:
         return await self._send("INFO", body=body, content_type=content_type)
 
     async def transfer(self, target: str, timeout_s: float = 30.0) -> bool:
-        """Blind transfer with REFER; True once the peer's NOTIFY reports a 2xx."""
+        """Blind transfer with REFER; True once the peer's NOTIFY reports a 2xx.
+
+        False if the REFER or the transfer fails; `TimeoutError` after `timeout_s`.
+        The caller hangs up (BYE) after a successful transfer.
+        """
         referred_by = self.dialog.local_addr
         response = await self._send(
             "REFER", extra=[("Refer-To", f"<{target}>"), ("Referred-By", referred_by)]
@@ -183,6 +188,9 @@ class Call:
 
         self._reinvite_pending = True
         try:
+            transport = self.client.endpoint.transport
+            if transport is not None:
+                await transport.connect(self.dest)
             self.client.endpoint.start_invite(
                 request, self.dest, on_response, lambda: queue.put_nowait(None)
             )

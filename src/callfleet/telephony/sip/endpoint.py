@@ -121,6 +121,7 @@ class SipEndpoint:
 
     async def request(self, request: SipRequest, dest: Address) -> SipResponse:
         """Send a non-INVITE request and await its final response."""
+        await self._require().connect(dest)
         return await self.start_request(request, dest).result()
 
     def _forget(self, tx: object) -> None:

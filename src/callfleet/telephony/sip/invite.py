@@ -146,7 +146,7 @@ class OutgoingInvite:
             log.warning("cannot send ACK: %s", exc)
         if self.call is None:
             self.call = Call(self.client, dialog, self.sdp, self.media, dest, self.credentials)
-            self.call.start_session_timer(response, self.session_expires)
+            self.call.start_session_timer(response)
             self._events.put_nowait(response)
         else:
             log.info("forked 2xx from %s: releasing the extra dialog", tag)
@@ -281,7 +281,7 @@ class OutgoingInvite:
             with contextlib.suppress(SipParseError):
                 challenges.append(parse_challenge(value))
         challenges.sort(
-            key=lambda c: _ALGORITHM_PREFERENCE.index(c.algorithm.removesuffix("-SESS"))
+            key=lambda c: _ALGORITHM_PREFERENCE.index(c.algorithm.upper().removesuffix("-SESS"))
         )
         if not challenges:
             return False

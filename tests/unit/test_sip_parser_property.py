@@ -1,0 +1,66 @@
+"""Property tests: the parser never raises anything but SipParseError, and round-trips."""
+
+from __future__ import annotations
+
+import contextlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callfleet.telephony.sip.errors import SipParseError
+from callfleet.telephony.sip.message import Headers, SipRequest, parse_message
+
+VALID = (
+    b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4:5060;branch=z9hG4bK1\r\n"
+    b"From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_never_crash(data: bytes) -> None:
+    with contextlib.suppress(SipParseError):
+        parse_message(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(VALID)), st.binary(max_size=64))
+def test_mutated_messages_never_crash(cut: int, noise: bytes) -> None:
+    for data in (VALID[:cut], VALID[:cut] + noise + VALID[cut:]):
+        with contextlib.suppress(SipParseError):
+            parse_message(data)
+
+
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _token,
+    _token,
+    st.integers(1, 2**31 - 1),
+    st.binary(max_size=200),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["X-A", "Subject", "User-Agent"]),
+            st.text(alphabet="abc xyz;=<>@:", max_size=30).map(str.strip),
+        ),
+        max_size=5,
+    ),
+)
+def test_built_requests_round_trip(
+    call_id: str, tag: str, cseq: int, body: bytes, extra: list[tuple[str, str]]
+) -> None:
+    headers = Headers([
+        ("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK" + tag),
+        ("From", f"<sip:a@h>;tag={tag}"), ("To", "<sip:b@h>"),
+        ("Call-ID", call_id), ("CSeq", f"{cseq} INFO"), *extra,
+    ])  # fmt: skip
+    request = SipRequest(headers=headers, body=body, method="INFO", uri="sip:b@h")
+    parsed = parse_message(request.to_bytes())
+    assert isinstance(parsed, SipRequest)
+    assert (parsed.method, parsed.call_id, parsed.cseq, parsed.body) == (
+        "INFO", call_id, (cseq, "INFO"), body,
+    )  # fmt: skip
+    assert parsed.from_addr.tag == tag
