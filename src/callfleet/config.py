@@ -33,7 +33,21 @@ class Settings(BaseSettings):
     """Default: SQLite in the data directory."""
 
     engine: Literal["inprocess", "procrastinate"] = "inprocess"
-    carrier: Literal["simulator"] = "simulator"
+    carrier: Literal["sip", "simulator-nomedia"] = "sip"
+    """`sip`: calls go out over SIP through the account's trunk, or to the built-in SIP
+    phone simulator when the account has none. `simulator-nomedia`: the simulator's
+    outcome rules without SIP or audio (load tests of the dispatcher)."""
+
+    sip_bind_host: str = "127.0.0.1"
+    """Where our SIP client and RTP listen; 0.0.0.0 to reach a trunk on another host."""
+    sip_advertised_host: str | None = None
+    """The address the trunk reaches us at (Via, Contact, SDP); default sip_bind_host."""
+    rtp_port_min: int = Field(default=16384, ge=1024, le=65535)
+    rtp_port_max: int = Field(default=32766, ge=1024, le=65535)
+
+    secret_key: str | None = None
+    """Encrypts trunk passwords at rest. Default: a key kept in the data directory
+    (`secret.key`); set it explicitly when several machines share one database."""
 
     max_batch_rows: int = Field(default=100_000, ge=1)
     account_concurrency: int = Field(default=10, ge=1)

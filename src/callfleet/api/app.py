@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from callfleet import __version__
 from callfleet.api.errors import install_error_handlers
-from callfleet.api.routes import analysis, batches, calls, dnc, numbers, webhooks
+from callfleet.api.routes import analysis, batches, calls, dnc, numbers, trunks, webhooks
 from callfleet.api.runtime import Runtime
 from callfleet.config import Settings
 from callfleet.dispatch.service import Dispatcher
@@ -24,6 +24,8 @@ from callfleet.simulator.carrier import SimulatedCarrier
 from callfleet.store.db import Database
 from callfleet.store.migrate import migrate
 from callfleet.telephony.carrier import Carrier
+from callfleet.telephony.router import CarrierRouter
+from callfleet.telephony.sip.carrier import SipCarrier, SipCarrierConfig
 from callfleet.webhooks.sender import WebhookSender
 
 __all__ = ["create_app"]
@@ -32,7 +34,18 @@ log = structlog.get_logger(__name__)
 
 
 def make_carrier(settings: Settings) -> Carrier:
-    return SimulatedCarrier(time_scale=settings.simulator_time_scale)
+    """Calls with a trunk go out over SIP; calls without one reach the phone simulator."""
+    builtin = SimulatedCarrier(time_scale=settings.simulator_time_scale)
+    if settings.carrier == "simulator-nomedia":
+        return builtin
+    sip = SipCarrier(
+        SipCarrierConfig(
+            bind_host=settings.sip_bind_host,
+            advertised_host=settings.sip_advertised_host,
+            rtp_port_range=(settings.rtp_port_min, settings.rtp_port_max),
+        )
+    )
+    return CarrierRouter(builtin, sip)
 
 
 def create_app(
@@ -61,6 +74,9 @@ def create_app(
         finally:
             if runtime.dispatcher is not None:
                 await runtime.dispatcher.stop()
+                close = getattr(runtime.dispatcher.carrier, "close", None)
+                if close is not None:
+                    await close()
             if runtime.sender is not None:
                 await runtime.sender.stop()
             if db is None:
@@ -74,7 +90,7 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for module in (batches, calls, analysis, numbers, dnc, webhooks):
+    for module in (batches, calls, analysis, numbers, trunks, dnc, webhooks):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"])

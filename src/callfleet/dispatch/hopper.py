@@ -21,13 +21,12 @@ from sqlalchemy.engine import Connection
 
 from callfleet.dispatch import lifecycle
 from callfleet.dispatch.limits import TokenBuckets
+from callfleet.dispatch.routing import load_routes
 from callfleet.domain.windows import DEFAULT_WINDOW, is_open, next_open, parse_window
-from callfleet.store.tables import accounts, calls, numbers
+from callfleet.store.tables import accounts, calls
 from callfleet.telephony.carrier import DialResult, Outcome
 
 __all__ = ["Admission", "Job", "admission_pass", "reap"]
-
-DEFAULT_CALLER = "default"
 
 
 @dataclass(frozen=True)
@@ -64,10 +63,7 @@ def admission_pass(
 ) -> Admission:
     active = _active_counts(conn)
     caps = conn.execute(sa.select(accounts.c.id, accounts.c.concurrency_cap)).all()
-    rate_rows = conn.execute(
-        sa.select(numbers.c.phone_number, numbers.c.cps).where(numbers.c.cps.is_not(None))
-    )
-    rates = {str(number): float(cps) for number, cps in rate_rows}
+    routes = load_routes(conn)
     mono = time.monotonic()
     jobs: list[Job] = []
     saturated = False
@@ -101,11 +97,11 @@ def admission_pass(
                     .values(not_before=next_open(window, row.callee_tz, now))
                 )
                 continue
-            caller = row.from_number or DEFAULT_CALLER
-            if caller in exhausted:
+            bucket, rate = routes.pacing(account_id, row.from_number, default_cps)
+            if bucket in exhausted:
                 continue
-            if not buckets.take(caller, rates.get(caller, default_cps), mono):
-                exhausted.add(caller)
+            if not buckets.take(bucket, rate, mono):
+                exhausted.add(bucket)
                 continue
             res = conn.execute(
                 sa.update(calls)

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from callfleet.dispatch.routing import TrunkRow, trunk_for_call
 from callfleet.domain.retry import parse_retry, retry_delay
 from callfleet.domain.windows import DEFAULT_WINDOW, next_open, parse_window
 from callfleet.store.tables import batches, call_attempts, calls, dnc, transcript_turns
@@ -57,6 +58,7 @@ class Claim:
     record: bool
     params: dict[str, Any]
     blocked_reason: str | None = None
+    trunk: TrunkRow | None = None
 
 
 def claim(
@@ -107,6 +109,7 @@ def claim(
         record=row.record,
         params=dict(row.params),
         blocked_reason="the number was added to the do-not-call list" if on_dnc else None,
+        trunk=trunk_for_call(conn, row.account_id, row.from_number),
     )
 
 

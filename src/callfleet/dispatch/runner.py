@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection
 from callfleet.config import Settings
 from callfleet.dispatch import lifecycle
 from callfleet.dispatch.writer import GroupWriter
-from callfleet.telephony.carrier import Carrier, DialRequest, DialResult, Outcome
+from callfleet.store.secrets import SecretBox
+from callfleet.telephony.carrier import Carrier, DialRequest, DialResult, Outcome, TrunkTarget
 
 __all__ = ["CallRunner"]
 
@@ -63,6 +64,7 @@ class CallRunner:
         self.worker_id = worker_id
         self.on_slot_freed = on_slot_freed
         self.live: dict[str, DialRequest] = {}
+        self.secrets = SecretBox.from_settings(settings)
         self.user_stopped: set[str] = set()
 
     def request_hangup(self, call_id: str, *, by_user: bool = True) -> bool:
@@ -105,8 +107,14 @@ class CallRunner:
 
     async def _place(self, claim: lifecycle.Claim) -> DialResult:
         params = claim.params
+        trunk = None
+        if claim.trunk is not None:
+            t = claim.trunk
+            password = self.secrets.decrypt(t.password_enc) if t.password_enc else None
+            trunk = TrunkTarget(t.host, t.port, t.transport, t.username, password, t.from_domain)
         request = DialRequest(
             call_id=claim.call_id,
+            trunk=trunk,
             attempt=claim.attempt,
             to_number=claim.to_number,
             from_number=claim.from_number,

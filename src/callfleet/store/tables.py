@@ -91,6 +91,24 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
 )
 
+trunks = sa.Table(
+    "trunks",
+    metadata,
+    _id(),
+    _account(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("transport", sa.String(8), nullable=False),
+    sa.Column("username", sa.String(255), nullable=True),
+    sa.Column("password_enc", sa.Text, nullable=True),  # Fernet token, never the password
+    sa.Column("from_domain", sa.String(255), nullable=True),
+    sa.Column("cps", sa.Float, nullable=False),
+    sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
+    _created(),
+    sa.UniqueConstraint("account_id", "name"),
+)
+
 numbers = sa.Table(
     "numbers",
     metadata,
@@ -99,6 +117,7 @@ numbers = sa.Table(
     sa.Column("phone_number", sa.String(20), nullable=False),
     sa.Column("label", sa.String(200), nullable=True),
     sa.Column("cps", sa.Float, nullable=True),
+    sa.Column("trunk_id", sa.String(36), sa.ForeignKey("trunks.id"), nullable=True),
     _created(),
     sa.UniqueConstraint("account_id", "phone_number"),
 )

@@ -14,7 +14,7 @@ from callfleet.api.errors import ApiError
 from callfleet.domain.errors import FieldError
 from callfleet.domain.phones import PhoneNumberError, normalize_phone
 from callfleet.store.ids import new_id, utcnow
-from callfleet.store.tables import numbers
+from callfleet.store.tables import numbers, trunks
 
 router = APIRouter(prefix="/v1/numbers", tags=["numbers"])
 
@@ -25,6 +25,7 @@ def _number(row: Any) -> dict[str, Any]:
         "phone_number": row.phone_number,
         "label": row.label,
         "cps": row.cps,
+        "trunk_id": row.trunk_id,
         "created_at": row.created_at.isoformat(),
     }
 
@@ -49,15 +50,32 @@ async def add_number(request: Request, runtime: RuntimeDep, account: AccountDep)
     errors = []
     if label is not None and not isinstance(label, str):
         errors.append(FieldError("label", "Must be a string."))
+    elif label is not None and len(label) > 200:
+        errors.append(FieldError("label", "`label` may be at most 200 characters."))
     if cps is not None and (
         isinstance(cps, bool) or not isinstance(cps, int | float) or not 0 < cps <= 1000
     ):
         errors.append(FieldError("cps", "Must be a number of calls per second, above 0."))
+    trunk_id = body.get("trunk_id")
+    if trunk_id is not None and not isinstance(trunk_id, str):
+        errors.append(FieldError("trunk_id", "Must be a trunk id string from GET /v1/trunks."))
     if errors:
         raise ApiError(400, errors[0].message, errors)
     row_id = new_id()
     try:
         with runtime.db.write() as conn:
+            if trunk_id is not None:
+                owned = conn.execute(
+                    sa.select(trunks.c.id).where(
+                        trunks.c.id == trunk_id, trunks.c.account_id == account.id
+                    )
+                ).first()
+                if owned is None:
+                    raise ApiError(
+                        400,
+                        f"No trunk {trunk_id!r} in this account; create one with POST /v1/trunks.",
+                        [FieldError("trunk_id", "Unknown trunk.")],
+                    )
             conn.execute(
                 sa.insert(numbers).values(
                     id=row_id,
@@ -65,6 +83,7 @@ async def add_number(request: Request, runtime: RuntimeDep, account: AccountDep)
                     phone_number=number,
                     label=label,
                     cps=cps,
+                    trunk_id=trunk_id,
                     created_at=utcnow(),
                 )
             )

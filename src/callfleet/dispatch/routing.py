@@ -1,0 +1,122 @@
+"""Which trunk a call goes out through, and which calls-per-second bucket it spends.
+
+A call leaves through the trunk its `from` number is bound to; without one, through
+the account's default trunk (the one marked default, or its only trunk); without
+any trunk, through the built-in carrier (the phone simulator). Pacing follows the
+same choice: one bucket per trunk at the trunk's `cps`, or, for calls on the
+built-in carrier, one bucket per caller ID at the number's `cps` or the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from callfleet.store.tables import numbers, trunks
+
+__all__ = ["Routes", "TrunkRow", "load_routes", "trunk_for_call"]
+
+BUILTIN = "builtin"
+
+
+@dataclass(frozen=True)
+class TrunkRow:
+    id: str
+    host: str
+    port: int
+    transport: str
+    username: str | None
+    password_enc: str | None
+    from_domain: str | None
+    cps: float
+
+
+def _trunk(row: Any) -> TrunkRow:
+    return TrunkRow(
+        row.id,
+        row.host,
+        row.port,
+        row.transport,
+        row.username,
+        row.password_enc,
+        row.from_domain,
+        row.cps,
+    )
+
+
+@dataclass
+class Routes:
+    """A snapshot of numbers and trunks, for one admission pass."""
+
+    number_trunk: dict[tuple[str, str], str]
+    number_cps: dict[tuple[str, str], float]
+    trunk_cps: dict[str, float]
+    default_trunk: dict[str, str]
+
+    def pacing(
+        self, account_id: str, from_number: str | None, default_cps: float
+    ) -> tuple[str, float]:
+        """The bucket key and rate for a call."""
+        trunk_id = None
+        if from_number is not None:
+            trunk_id = self.number_trunk.get((account_id, from_number))
+        if trunk_id is None:
+            trunk_id = self.default_trunk.get(account_id)
+        if trunk_id is not None:
+            return f"trunk:{trunk_id}", self.trunk_cps[trunk_id]
+        caller = from_number or BUILTIN
+        rate = self.number_cps.get((account_id, caller), default_cps)
+        return f"caller:{caller}", rate
+
+
+def _defaults(rows: list[Any]) -> dict[str, str]:
+    by_account: dict[str, list[Any]] = {}
+    for row in rows:
+        by_account.setdefault(row.account_id, []).append(row)
+    out: dict[str, str] = {}
+    for account_id, found in by_account.items():
+        marked = [r for r in found if r.is_default]
+        if marked:
+            out[account_id] = marked[0].id
+        elif len(found) == 1:
+            out[account_id] = found[0].id
+    return out
+
+
+def load_routes(conn: Connection) -> Routes:
+    trunk_rows = conn.execute(
+        sa.select(trunks.c.id, trunks.c.account_id, trunks.c.cps, trunks.c.is_default)
+    ).all()
+    number_rows = conn.execute(
+        sa.select(numbers.c.account_id, numbers.c.phone_number, numbers.c.trunk_id, numbers.c.cps)
+    ).all()
+    return Routes(
+        number_trunk={
+            (r.account_id, r.phone_number): r.trunk_id for r in number_rows if r.trunk_id
+        },
+        number_cps={(r.account_id, r.phone_number): r.cps for r in number_rows if r.cps},
+        trunk_cps={r.id: r.cps for r in trunk_rows},
+        default_trunk=_defaults(list(trunk_rows)),
+    )
+
+
+def trunk_for_call(conn: Connection, account_id: str, from_number: str | None) -> TrunkRow | None:
+    if from_number is not None:
+        row = conn.execute(
+            sa.select(trunks)
+            .join(numbers, numbers.c.trunk_id == trunks.c.id)
+            .where(numbers.c.account_id == account_id, numbers.c.phone_number == from_number)
+        ).first()
+        if row is not None:
+            return _trunk(row)
+    rows = conn.execute(
+        sa.select(trunks).where(trunks.c.account_id == account_id).order_by(trunks.c.created_at)
+    ).all()
+    default = _defaults(list(rows)).get(account_id)
+    for row in rows:
+        if row.id == default:
+            return _trunk(row)
+    return None
