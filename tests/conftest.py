@@ -97,6 +97,9 @@ def start_server(
         "data_dir": tmp_path,
         "database_url": database_url,
         "simulator_time_scale": 0.0,
+        # The dispatcher and API tests use the simulator's rules without SIP; the SIP
+        # path has its own tests (test_trunks, test_simulator_sip, test_sip_*).
+        "carrier": "simulator-nomedia",
         "webhook_allow_private": True,
         "hopper_interval_s": 0.05,
     }

@@ -47,6 +47,10 @@ def migrate_cmd() -> None:
     settings = _settings()
     db = Database(settings.sqlalchemy_url)
     migrate(db)
+    if not db.is_sqlite:  # procrastinate keeps its own schema, beside ours
+        from callfleet.dispatch.procrastinate_engine import ensure_schema
+
+        ensure_schema(db)
     db.dispose()
     console.print(f"Database is up to date: {_redact(settings.sqlalchemy_url)}")
 
@@ -92,10 +96,17 @@ def serve(
         f"callfleet on http://{host}:{port}  (docs: /docs)  database: "
         f"{_redact(settings.sqlalchemy_url)}"
     )
-    console.print(
-        "[yellow]Carrier: the phone simulator, no media[/yellow] - calls go to simulated "
-        "phones (+1 NPA 555-01XX), never to real numbers."
-    )
+    if settings.carrier == "simulator-nomedia":
+        console.print(
+            "[yellow]Carrier: the phone simulator's rules, no SIP and no audio[/yellow] - "
+            "nothing is dialled."
+        )
+    else:
+        console.print(
+            "Carrier: calls with a trunk (POST /v1/trunks) go out over SIP through it; "
+            "[yellow]calls without one go to the built-in phone simulator[/yellow] "
+            "(+1 NPA 555-01XX) over SIP on loopback, never to real numbers."
+        )
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
 
 
@@ -173,7 +184,12 @@ def demo(
     """Start callfleet and send a demonstration batch to the phone simulator's numbers."""
     from callfleet.api.app import create_app
 
-    overrides: dict[str, Any] = {"simulator_time_scale": 1.0 / speed if speed > 0 else 0.0}
+    scale = 1.0 / speed if speed > 0 else 0.0
+    # The ring timeout is ours, not the phones': run it at the demo's speed too.
+    overrides: dict[str, Any] = {
+        "simulator_time_scale": scale,
+        "ring_timeout_s": max(1.0, 30.0 * scale),
+    }
     if "CALLFLEET_DATA_DIR" not in os.environ and "CALLFLEET_DATABASE_URL" not in os.environ:
         overrides["data_dir"] = Path.cwd() / ".callfleet-demo"
     settings = _settings(**overrides)
@@ -265,8 +281,8 @@ def _run_demo(client: httpx.Client, as_json: bool) -> None:
         )
     console.print(table)
     console.print(
-        "This demo used the phone simulator's outcome rules without audio (see the README's "
-        "test-number table)."
+        "Every call went over SIP and RTP on loopback to the built-in phone simulator "
+        "(see the README's test-number table)."
     )
 
 
@@ -281,3 +297,29 @@ def _redact(url: str) -> str:
 
 def main() -> None:
     app()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Live calls this worker carries at most (CALLFLEET_WORKER_CONCURRENCY)."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port.")
+    ] = None,
+) -> None:
+    """Run calls for the hopper (CALLFLEET_ENGINE=procrastinate, PostgreSQL): any machine."""
+    settings = _settings()
+    configure_logging(settings.log_level)
+    if settings.is_sqlite:
+        err.print(
+            "[red]callfleet worker needs PostgreSQL[/red]: set CALLFLEET_DATABASE_URL="
+            "postgresql://USER@HOST:PORT/DB and CALLFLEET_ENGINE=procrastinate. With SQLite, "
+            "`callfleet serve` runs calls itself."
+        )
+        raise typer.Exit(2)
+    from callfleet.worker import run_worker
+
+    console.print(f"callfleet worker  database: {_redact(settings.sqlalchemy_url)}")
+    run_worker(settings, concurrency, metrics_port)

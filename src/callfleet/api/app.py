@@ -16,11 +16,12 @@ from fastapi import FastAPI
 
 from callfleet import __version__
 from callfleet.api.errors import install_error_handlers
-from callfleet.api.routes import analysis, batches, calls, dnc, numbers, trunks, webhooks
+from callfleet.api.routes import analysis, batches, calls, dnc, numbers, ops, trunks, webhooks
 from callfleet.api.runtime import Runtime
 from callfleet.config import Settings
 from callfleet.dispatch.service import Dispatcher
 from callfleet.simulator.carrier import SimulatedCarrier
+from callfleet.simulator.sip_server import SimulatorConfig, SipSimulatorCarrier
 from callfleet.store.db import Database
 from callfleet.store.migrate import migrate
 from callfleet.telephony.carrier import Carrier
@@ -34,10 +35,10 @@ log = structlog.get_logger(__name__)
 
 
 def make_carrier(settings: Settings) -> Carrier:
-    """Calls with a trunk go out over SIP; calls without one reach the phone simulator."""
-    builtin = SimulatedCarrier(time_scale=settings.simulator_time_scale)
+    """Calls with a trunk go out over SIP; calls without one go over SIP to the
+    built-in phone simulator. `simulator-nomedia` skips SIP and audio entirely."""
     if settings.carrier == "simulator-nomedia":
-        return builtin
+        return SimulatedCarrier(time_scale=settings.simulator_time_scale)
     sip = SipCarrier(
         SipCarrierConfig(
             bind_host=settings.sip_bind_host,
@@ -45,7 +46,14 @@ def make_carrier(settings: Settings) -> Carrier:
             rtp_port_range=(settings.rtp_port_min, settings.rtp_port_max),
         )
     )
-    return CarrierRouter(builtin, sip)
+    simulator = SipSimulatorCarrier(
+        SimulatorConfig(
+            time_scale=settings.simulator_time_scale,
+            record_dir=settings.data_dir / "simulator",
+        ),
+        sip=sip,
+    )
+    return CarrierRouter(simulator, sip)
 
 
 def create_app(
@@ -90,11 +98,6 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for module in (batches, calls, analysis, numbers, trunks, dnc, webhooks):
+    for module in (batches, calls, analysis, numbers, trunks, dnc, webhooks, ops):
         app.include_router(module.router)
-
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
     return app

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 ACTIVE_STATES = ("admitted", "dialing", "live")
+MAX_NETWORK_RETRIES = 3
 DIALLED_STATES = ("dialing", "live")
 
 
@@ -196,7 +197,7 @@ def finish(
     can_retry = allow_retry and not row.hangup_requested and batch_status != "stopped"
     next_at = _retry_at(row, result, now) if can_retry else None
     if next_at is not None:
-        extra_attempt = 1 if result.retry_after_s is not None else 0
+        network = result.retry_after_s is not None
         res = conn.execute(
             sa.update(calls)
             .where(*conditions)
@@ -206,7 +207,8 @@ def finish(
                 status=result.outcome.value,
                 error_message=result.error_message,
                 attempt=attempt + 1,
-                attempts_allowed=row.attempts_allowed + extra_attempt,
+                attempts_allowed=row.attempts_allowed + (1 if network else 0),
+                network_retries=row.network_retries + (1 if network else 0),
                 not_before=next_at,
                 lease_owner=None,
                 lease_until=None,
@@ -245,9 +247,16 @@ def finish(
 
 
 def _retry_at(row: Any, result: DialResult, now: datetime) -> datetime | None:
-    if result.retry_after_s is not None:
+    if result.retry_after_s is not None and row.network_retries < MAX_NETWORK_RETRIES:
         delay = timedelta(seconds=result.retry_after_s)
     else:
+        if result.retry_after_s is not None:
+            # The network kept refusing: this attempt now counts as a plain failure.
+            result.retry_after_s = None
+            result.error_message = (
+                f"{result.error_message or 'network unavailable'}; gave up after "
+                f"{MAX_NETWORK_RETRIES} retries the network asked for"
+            )
         if row.attempt >= row.attempts_allowed or not row.retry:
             return None
         policy = parse_retry(row.retry, "retry")

@@ -73,9 +73,9 @@ class SimulatedCarrier:
             await self._wait(persona.ring_s, hangup)
             return DialResult(
                 Outcome.FAILED,
-                error_message="SIP 503 Service Unavailable: the network could not reach the "
+                error_message="SIP 502 Bad Gateway: the network could not reach the "
                 "number (simulated).",
-                sip_code=503,
+                sip_code=502,
                 endpoint=ENDPOINT,
             )
         if behaviour == Behaviour.BUSY:

@@ -179,6 +179,8 @@ calls = sa.Table(
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
     sa.Column("attempts_allowed", sa.Integer, nullable=False, server_default="1"),
+    # Retries the network asked for (503): they do not use up an attempt, but are capped.
+    sa.Column("network_retries", sa.Integer, nullable=False, server_default="0"),
     sa.Column("retry", JSONType, nullable=True),
     sa.Column("window", JSONType, nullable=True),
     sa.Column("max_duration", sa.Float, nullable=False),

@@ -1,8 +1,8 @@
-"""trunks
+"""trunks, numbers bound to trunks, capped network retries
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-30 08:39:25.735928
+Create Date: 2026-11-30 08:53:54.374016
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ def upgrade() -> None:
     with op.batch_alter_table("trunks", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_trunks_account_id"), ["account_id"], unique=False)
 
+    with op.batch_alter_table("calls", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("network_retries", sa.Integer(), server_default="0", nullable=False)
+        )
+
     with op.batch_alter_table("numbers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("trunk_id", sa.String(length=36), nullable=True))
         batch_op.create_foreign_key(
@@ -59,6 +64,9 @@ def downgrade() -> None:
     with op.batch_alter_table("numbers", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_numbers_trunk_id_trunks"), type_="foreignkey")
         batch_op.drop_column("trunk_id")
+
+    with op.batch_alter_table("calls", schema=None) as batch_op:
+        batch_op.drop_column("network_retries")
 
     with op.batch_alter_table("trunks", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_trunks_account_id"))
