@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +37,7 @@ class PronunciationEntry(BaseModel):
     word: str = Field(min_length=1)
     pronunciation: str
     case_sensitive: bool = False
+    case_insensitive: bool | None = None  # what the official SDK sends
     spaced: bool = False
 
 
@@ -81,7 +82,7 @@ class CallFields(BaseModel):
     voice_id: str | int | None = None
     reduce_latency: bool | None = None
     amd: bool | None = None
-    voice_settings: dict[str, Any] | None = None
+    voice_settings: dict[str, Any] | bool | None = None  # the official SDK sends a bool
     voice_preset_id: str | None = None
 
 
@@ -89,6 +90,12 @@ CALL_FIELDS: frozenset[str] = frozenset(
     (f.alias or name) for name, f in CallFields.model_fields.items()
 )
 LEGACY_ALIASES = {"voice_id": "voice", "voice_preset_id": "voice"}
+# Fields whose type is a union of several types; their errors name each member.
+UNION_FIELDS: frozenset[str] = frozenset(
+    (f.alias or name)
+    for name, f in CallFields.model_fields.items()
+    if len([a for a in get_args(f.annotation) if a is not type(None)]) > 1
+)
 
 DEFAULTS: dict[str, Any] = {
     "wait_for_greeting": False,
@@ -102,6 +109,22 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _START_FORMATS = ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M %z")
+# Scheduling adds days to a start time (windows, retries); keep clear of datetime.max.
+_LATEST_START = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _as_utc(parsed: datetime, value: str, field: str) -> datetime:
+    try:
+        out = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:
+        if parsed.year == 1:  # before 0001-01-01 UTC: long past, so "now"
+            return datetime.min.replace(tzinfo=UTC)
+        out = _LATEST_START
+    if out >= _LATEST_START:
+        raise InvalidInput(
+            [FieldError(field, f"{value!r} is too far in the future; use a year before 9999.")]
+        )
+    return out
 
 
 def parse_start_time(value: str, field: str) -> datetime:
@@ -112,7 +135,7 @@ def parse_start_time(value: str, field: str) -> datetime:
             parsed = datetime.strptime(text, fmt)
         except ValueError:
             continue
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return _as_utc(parsed, value, field)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -125,7 +148,7 @@ def parse_start_time(value: str, field: str) -> datetime:
                 )
             ]
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return _as_utc(parsed, value, field)
 
 
 def _validate_only(raw: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], list[FieldError]]:
@@ -136,7 +159,7 @@ def _validate_only(raw: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any],
     try:
         model = CallFields.model_validate(known)
     except ValidationError as exc:
-        return {}, pydantic_errors(exc.errors(), [prefix] if prefix else [])
+        return {}, pydantic_errors(exc.errors(), [prefix] if prefix else [], UNION_FIELDS)
     data = model.model_dump(by_alias=True, exclude_none=True, mode="json")
     return {k: v for k, v in data.items() if k in known}, []
 
@@ -168,7 +191,7 @@ def check_fields(
     if "timezone" in data:
         try:
             ZoneInfo(data["timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             errors.append(
                 FieldError(
                     path("timezone"),

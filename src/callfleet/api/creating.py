@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from callfleet.api import idempotency
-from callfleet.api.errors import ApiError
+from callfleet.api.errors import ApiError, field_path
 from callfleet.api.runtime import Runtime
 from callfleet.domain.errors import FieldError
 from callfleet.store.accounts import Account
@@ -28,24 +28,94 @@ __all__ = ["read_json_object", "respond_idempotently"]
 
 Work = Callable[[Connection], tuple[int, dict[str, Any]]]
 
+MAX_DEPTH = 64
+"""How deeply a body's arrays and objects may nest (the databases' JSON has limits)."""
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _bad(value: dict[str, Any] | list[Any], depth: int, nul: bool) -> bool:
+    """True if `value` nests deeper than MAX_DEPTH or (with `nul`) holds a NUL character."""
+    if depth > MAX_DEPTH:
+        return True
+    if type(value) is dict:
+        if nul and any("\x00" in k for k in value):
+            return True
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind is dict or kind is list:
+            if _bad(item, depth + 1, nul):
+                return True
+        elif nul and kind is str and "\x00" in item:
+            return True
+    return False
+
+
+def _where(value: Any, path: tuple[int | str, ...], nul: bool) -> FieldError | None:
+    """The path of what `_bad` found (slow; only runs when something is wrong)."""
+    if len(path) > MAX_DEPTH and isinstance(value, dict | list):
+        return FieldError(field_path(path), f"Nested more than {MAX_DEPTH} levels deep.")
+    if isinstance(value, str):
+        if nul and "\x00" in value:
+            return FieldError(field_path(path), "Contains a NUL character (\\u0000); remove it.")
+        return None
+    if isinstance(value, dict):
+        if nul and any("\x00" in k for k in value):
+            return FieldError(field_path(path) or "body", "A key contains a NUL character.")
+        pairs: Any = value.items()
+    elif isinstance(value, list):
+        pairs = enumerate(value)
+    else:
+        return None
+    for key, item in pairs:
+        found = _where(item, (*path, key), nul)
+        if found is not None:
+            return found
+    return None
+
+
+def _unstorable(body: dict[str, Any], raw: bytes) -> FieldError | None:
+    """The first NUL character (no database stores one) or over-deep nesting in `body`."""
+    nul = b"\\u0000" in raw  # the only way to write a NUL in JSON
+    if not _bad(body, 0, nul):
+        return None
+    return _where(body, (), nul)
+
 
 async def read_json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
     raw = await request.body()
     if not raw.strip():
-        raise ApiError(400, "The request body is empty; send a JSON object.")
+        raise ApiError(
+            400,
+            "The request body is empty; send a JSON object.",
+            [FieldError("body", "Required: a JSON object.")],
+        )
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ApiError(
             400,
             "The request body is not valid JSON; send a JSON object with "
             "Content-Type: application/json.",
-            [FieldError("body", f"JSON parse error: {exc}")],
+            [FieldError("body", f"JSON parse error: {reason}")],
         ) from None
     if not isinstance(body, dict):
+        kinds: dict[type, str] = {list: "an array", str: "a string", bool: "a boolean"}
+        kind = kinds.get(type(body), "a number" if isinstance(body, int | float) else "null")
         raise ApiError(
-            400, f"The request body must be a JSON object, not a JSON {type(body).__name__}."
+            400,
+            f"The request body must be a JSON object, not {kind}.",
+            [FieldError("body", f"Must be a JSON object, got {kind}.")],
         )
+    problem = _unstorable(body, raw)
+    if problem is not None:
+        raise ApiError(400, f"{problem.field}: {problem.message}", [problem])
     return raw, body
 
 

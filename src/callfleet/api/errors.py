@@ -10,7 +10,7 @@ id, never a stack trace.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import structlog
@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callfleet.domain.errors import FieldError
 
@@ -43,10 +44,11 @@ class ApiError(Exception):
         self.headers = headers
 
     def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": "error", "message": self.message}
-        if self.errors:
-            out["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
-        return out
+        return {
+            "status": "error",
+            "message": self.message,
+            "errors": [{"field": e.field, "message": e.message} for e in self.errors],
+        }
 
 
 def field_path(loc: Sequence[int | str]) -> str:
@@ -60,34 +62,90 @@ def field_path(loc: Sequence[int | str]) -> str:
     return out
 
 
+def _shown(got: Any) -> str:
+    return repr(got) if got is not None and len(repr(got)) <= 80 else type(got).__name__
+
+
 def _describe(err: dict[str, Any]) -> str:
     kind = str(err.get("type", ""))
     msg = str(err.get("msg", "invalid value"))
-    got = err.get("input")
     if kind == "missing":
         return "This field is required."
     if kind == "json_invalid":
         return "The body is not valid JSON; send a JSON object with Content-Type: application/json."
     if kind == "extra_forbidden":
         return "Unknown field; remove it."
-    shown = repr(got) if got is not None and len(repr(got)) <= 80 else type(got).__name__
-    return f"{msg[0].upper()}{msg[1:]} (got {shown})."
+    return f"{msg[0].upper()}{msg[1:]} (got {_shown(err.get('input'))})."
 
 
-def pydantic_errors(errors: Sequence[Any], prefix: Sequence[int | str] = ()) -> list[FieldError]:
-    """Translate pydantic's error list into our FieldErrors (body prefix dropped)."""
+# The member names pydantic puts after a union field (`voice_id: str | int`) in `loc`.
+_UNION_MEMBERS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "dict": "an object",
+    "list": "an array",
+}
+
+
+def _union_member(part: int | str) -> str | None:
+    """`dict[str,any]` -> "an object"; None if `part` is not a union member's name."""
+    return _UNION_MEMBERS.get(part.split("[", 1)[0]) if isinstance(part, str) else None
+
+
+def pydantic_errors(
+    errors: Sequence[Any], prefix: Sequence[int | str] = (), unions: Collection[str] = ()
+) -> list[FieldError]:
+    """Translate pydantic's error list into our FieldErrors (body prefix dropped).
+
+    `unions` names the model's fields typed as a union (`str | int`): pydantic reports
+    each member that failed under the member's name, merged here into one error.
+    """
     out: list[FieldError] = []
+    failed: dict[str, list[str]] = {}  # field -> the union members it failed
     for err in errors:
         loc = list(err.get("loc", ()))
         if loc and loc[0] == "body":
             loc = loc[1:]
         # pydantic puts the union/function branch name in the path; keep only real keys.
         loc = [p for p in loc if isinstance(p, int) or not str(p).startswith("function-")]
-        out.append(FieldError(field_path([*prefix, *loc]) or "body", _describe(err)))
+        member = None
+        if len(loc) == 2 and loc[0] in unions and _union_member(loc[1]):
+            member = _union_member(loc.pop())
+        field = field_path([*prefix, *loc]) or "body"
+        if member is None:
+            out.append(FieldError(field, _describe(err)))
+            continue
+        if field not in failed:
+            failed[field] = []
+            out.append(FieldError(field, ""))
+        failed[field].append(member)
+        index = next(i for i, e in enumerate(out) if e.field == field)
+        wanted = " or ".join(failed[field])
+        out[index] = FieldError(field, f"Must be {wanted} (got {_shown(err.get('input'))}).")
     return out
 
 
+class RejectNulInUrl:
+    """Answer 400 to a URL holding a NUL character (%00), which PostgreSQL cannot compare."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            body = ApiError(400, "The URL contains a NUL character (%00); remove it.").body()
+            await JSONResponse(body, status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_middleware(RejectNulInUrl)
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
@@ -110,7 +168,7 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = "This method is not allowed on this path; see /docs for the API."
         return JSONResponse(
-            {"status": "error", "message": message},
+            {"status": "error", "message": message, "errors": []},
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

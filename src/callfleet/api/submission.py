@@ -142,6 +142,10 @@ def check_batch_shape(body: Mapping[str, Any], settings: Settings) -> list[Field
         value = body.get(name)
         if value is not None and not isinstance(value, kind):
             errors.append(FieldError(name, f"Must be a {kind.__name__}, got {value!r}."))
+    for name, most in (("label", 500), ("campaign_id", 200)):
+        value = body.get(name)
+        if isinstance(value, str) and len(value) > most:
+            errors.append(FieldError(name, f"At most {most} characters, got {len(value)}."))
     hook = body.get("batch_webhook")
     if hook is not None:
         try:

@@ -56,7 +56,12 @@ class Database:
     def read(self) -> Iterator[Connection]:
         """A read-only transaction (a consistent snapshot on both databases)."""
         with self.engine.connect() as raw:
-            conn = raw.execution_options(**{_READ_ONLY: True})
+            options: dict[str, Any] = {_READ_ONLY: True}
+            if not self.is_sqlite:
+                # READ COMMITTED would let one response mix two moments (a batch's
+                # counts from after a commit, its completed_at from before it).
+                options["isolation_level"] = "REPEATABLE READ"
+            conn = raw.execution_options(**options)
             with conn.begin():
                 yield conn
 

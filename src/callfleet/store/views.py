@@ -175,40 +175,52 @@ def batch_object(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def batch_analysis(conn: Connection, batch_id: str) -> dict[str, Any]:
-    """Aggregates over a batch's calls: statuses, call lengths, errors."""
-    rows = conn.execute(
-        sa.select(
-            calls.c.id,
-            calls.c.state,
-            calls.c.queue_status,
-            calls.c.status,
-            calls.c.call_length,
-            calls.c.error_message,
-            calls.c.endpoint_url,
-        )
+def batch_analysis(conn: Connection, batch_id: str, *, full: bool = True) -> dict[str, Any]:
+    """Aggregates over a batch's calls: statuses, call lengths, errors.
+
+    Counts come from SQL aggregates; `full` adds the per-call lists (`call_ids`,
+    `call_lengths.all`, error messages, endpoints), which cost a row per call.
+    """
+    by_state = conn.execute(
+        sa.select(calls.c.state, calls.c.queue_status, calls.c.status, sa.func.count())
         .where(calls.c.batch_id == batch_id)
-        .order_by(calls.c.seq)
+        .group_by(calls.c.state, calls.c.queue_status, calls.c.status)
     ).all()
-    queue_statuses: Counter[str] = Counter(r.queue_status for r in rows)
-    statuses: Counter[str] = Counter(r.status for r in rows if r.state == "ended" and r.status)
-    lengths = [r.call_length for r in rows if r.call_length is not None]
-    nonzero = [x for x in lengths if x > 0]
+    queue_statuses: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    states: Counter[str] = Counter()
+    for state, queue_status, status, n in by_state:
+        queue_statuses[queue_status] += n
+        states[state] += n
+        if state == "ended" and status:
+            statuses[status] += n
     summary = {name: 0 for name, _, _ in LENGTH_BUCKETS}
-    for minutes in lengths:
-        seconds = minutes * 60
-        for name, low, high in LENGTH_BUCKETS:
-            if low <= seconds < high:
-                summary[name] += 1
-                break
-    errors = sorted({r.error_message for r in rows if r.error_message})
-    endpoints: Counter[str] = Counter(r.endpoint_url for r in rows if r.endpoint_url)
-    completed = sum(1 for r in rows if r.state == "ended")
+    lengths: list[float] = []
+    ids: list[str] = []
+    errors: list[str] = []
+    endpoints: Counter[str] = Counter()
+    if full:
+        rows = conn.execute(
+            sa.select(calls.c.id, calls.c.call_length, calls.c.error_message, calls.c.endpoint_url)
+            .where(calls.c.batch_id == batch_id)
+            .order_by(calls.c.seq)
+        ).all()
+        ids = [r.id for r in rows]
+        lengths = [r.call_length for r in rows if r.call_length is not None]
+        errors = sorted({r.error_message for r in rows if r.error_message})
+        endpoints.update(r.endpoint_url for r in rows if r.endpoint_url)
+        for minutes in lengths:
+            seconds = minutes * 60
+            for name, low, high in LENGTH_BUCKETS:
+                if low <= seconds < high:
+                    summary[name] += 1
+                    break
+    nonzero = [x for x in lengths if x > 0]
     return {
-        "total_calls": len(rows),
-        "completed_calls": completed,
-        "in_progress_calls": sum(1 for r in rows if r.state in ("admitted", "dialing", "live")),
-        "queued_calls": sum(1 for r in rows if r.state == "queued"),
+        "total_calls": sum(states.values()),
+        "completed_calls": states["ended"],
+        "in_progress_calls": states["admitted"] + states["dialing"] + states["live"],
+        "queued_calls": states["queued"],
         "queue_statuses": dict(queue_statuses),
         "statuses": dict(statuses),
         "call_lengths": {
@@ -217,7 +229,7 @@ def batch_analysis(conn: Connection, batch_id: str) -> dict[str, Any]:
             "summary": summary,
             "all": lengths,
         },
-        "call_ids": [r.id for r in rows],
+        "call_ids": ids,
         "error_messages": errors,
         "endpoints": dict(endpoints),
     }

@@ -26,6 +26,7 @@ from callfleet.store.tables import batches, call_analyses, calls, campaigns, tra
 from callfleet.store.views import batch_analysis, batch_object, call_summary, iso
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
+MAX_INDEX = 10**12  # larger offsets overflow the databases' 64-bit integers
 
 IGNORED_AT_BATCH_LEVEL = {
     "task": "`task` is ignored in a batch: `base_prompt` is the task of every call.",
@@ -39,7 +40,11 @@ def _batch_fields(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     for name, text in IGNORED_AT_BATCH_LEVEL.items():
         if body.get(name) is not None:
             warnings.append(text)
-    unknown = sorted(k for k in body if k not in BATCH_FIELDS and k not in CALL_FIELDS)
+    unknown = sorted(
+        k
+        for k in body
+        if k not in BATCH_FIELDS and k not in CALL_FIELDS and k not in IGNORED_AT_BATCH_LEVEL
+    )
     warnings.extend(f"Unknown field `{k}` was ignored." for k in unknown)
     candidates = {
         k: v for k, v in body.items() if k in CALL_FIELDS and k not in IGNORED_AT_BATCH_LEVEL
@@ -151,6 +156,16 @@ async def send_batch(request: Request, runtime: RuntimeDep, account: AccountDep)
         }
         if test_mode:
             first = rows[0].values
+            report = [
+                {
+                    "index": r.index,
+                    "phone_number": r.values["to_number"],
+                    "valid": True,
+                    "errors": [],
+                }
+                for r in prepared.rows
+            ] + [{**r, "valid": False} for r in prepared.rejected]
+            report.sort(key=lambda entry: int(entry["index"]))
             out["test"] = {
                 "dispatched_row": rows[0].index,
                 "rendered_prompt": first["task"],
@@ -162,6 +177,7 @@ async def send_batch(request: Request, runtime: RuntimeDep, account: AccountDep)
                     "rows": len(body["call_data"]),
                     "valid": len(prepared.rows),
                     "rejected": prepared.rejected,
+                    "report": report,
                 },
                 "warnings": prepared.warnings,
             }
@@ -178,8 +194,8 @@ def list_batches(
     account: AccountDep,
     campaign_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    from_: Annotated[int | None, Query(alias="from", ge=0)] = None,
-    to: Annotated[int | None, Query(ge=0)] = None,
+    from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INDEX)] = None,
+    to: Annotated[int | None, Query(ge=0, le=MAX_INDEX)] = None,
     ascending: bool = False,
 ) -> dict[str, Any]:
     query = sa.select(batches).where(batches.c.account_id == account.id)
@@ -212,7 +228,7 @@ def batch_details(
     include_calls: bool = True,
     include_transcripts: bool = True,
     include_analysis: bool = True,
-    calls_offset: Annotated[int, Query(ge=0)] = 0,
+    calls_offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0,
     calls_limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
 ) -> dict[str, Any]:
     with runtime.db.read() as conn:
@@ -220,7 +236,7 @@ def batch_details(
         obj = batch_object(batch)
         params = {k: v for k, v in obj.items() if k != "batch_id"}
         out: dict[str, Any] = {"status": "success", "batch_params": params}
-        out["analysis"] = batch_analysis(conn, batch_id) if include_analysis else None
+        out["analysis"] = batch_analysis(conn, batch_id, full=include_analysis)
         call_data: list[dict[str, Any]] = []
         if include_calls:
             rows = conn.execute(

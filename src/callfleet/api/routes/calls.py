@@ -15,6 +15,7 @@ from callfleet.api.call_fields import CALL_FIELDS, check_fields
 from callfleet.api.creating import read_json_object, respond_idempotently
 from callfleet.api.deps import AccountDep, RuntimeDep
 from callfleet.api.errors import ApiError
+from callfleet.api.routes.batches import MAX_INDEX
 from callfleet.api.submission import prepare_calls
 from callfleet.dispatch.lifecycle import cancel_queued
 from callfleet.domain.errors import FieldError
@@ -100,8 +101,8 @@ def list_calls(
     completed: bool | None = None,
     answered_by: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    from_: Annotated[int | None, Query(alias="from", ge=0)] = None,
-    to: Annotated[int | None, Query(ge=0)] = None,
+    from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INDEX)] = None,
+    to: Annotated[int | None, Query(ge=0, le=MAX_INDEX)] = None,
     ascending: bool = False,
 ) -> dict[str, Any]:
     where: list[Any] = [calls.c.account_id == account.id]
@@ -120,9 +121,9 @@ def list_calls(
     if from_number is not None:
         where.append(calls.c.from_number == from_number)
     if start_date is not None:
-        where.append(calls.c.created_at >= _aware(start_date))
+        where.append(calls.c.created_at >= _aware(start_date, "start_date"))
     if end_date is not None:
-        where.append(calls.c.created_at <= _aware(end_date))
+        where.append(calls.c.created_at <= _aware(end_date, "end_date"))
     if completed is not None:
         where.append((calls.c.state == "ended") if completed else (calls.c.state != "ended"))
     if answered_by is not None:
@@ -135,13 +136,28 @@ def list_calls(
         rows = conn.execute(
             sa.select(calls).where(*where).order_by(order, calls.c.seq).offset(start).limit(count)
         ).all()
-    return {"status": "success", "count": total, "calls": [call_summary(r) for r in rows]}
+    return {"status": "success", "count": total, "calls": [_listed(r) for r in rows]}
 
 
-def _aware(value: datetime) -> datetime:
+def _listed(row: Any) -> dict[str, Any]:
+    """A call in a list: `createdAt` only, because the official SDK's model reads that key
+    and a `created_at` beside it would replace its parsed datetime with the raw string."""
+    out = call_summary(row)
+    del out["created_at"]
+    return out
+
+
+def _aware(value: datetime, name: str) -> datetime:
     from datetime import UTC
 
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(
+            400,
+            f"{name} is out of range.",
+            [FieldError(f"query.{name}", "A date between the years 1 and 9999 in UTC.")],
+        ) from None
 
 
 def _owned_call(conn: Connection, account_id: str, call_id: str) -> Any:

@@ -51,6 +51,8 @@ async def add(request: Request, runtime: RuntimeDep, account: AccountDep) -> dic
     errors: list[FieldError] = []
     if reason is not None and not isinstance(reason, str):
         errors.append(FieldError("reason", "Must be a string."))
+    elif reason is not None and len(reason) > 500:
+        errors.append(FieldError("reason", "`reason` may be at most 500 characters."))
     parsed: list[str] = []
     for i, raw in enumerate(raw_numbers):
         field = f"{prefix}[{i}]" if prefix else "phone_number"
@@ -100,7 +102,7 @@ def list_entries(
             sa.select(dnc)
             .where(dnc.c.account_id == account.id)
             .order_by(dnc.c.created_at, dnc.c.phone_number)
-            .offset(max(0, offset))
+            .offset(min(max(0, offset), 10**12))
             .limit(max(1, min(limit, 10_000)))
         ).all()
     return {"status": "success", "entries": [_entry(r) for r in rows]}
