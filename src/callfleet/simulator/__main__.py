@@ -33,7 +33,7 @@ def _port_range(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m callfleet.simulator",
+        prog="callfleet simulator",
         description="A simulated carrier: a SIP server whose test numbers +1 NPA 555-01XX "
         "answer, ring out, are busy, decline or play a voicemail greeting and beep.",
     )
