@@ -91,7 +91,7 @@ class Server:
 
 
 def start_server(
-    database_url: str, tmp_path: Path, carrier: Carrier | None = None, **overrides: Any
+    database_url: str, tmp_path: Path, carrier_impl: Carrier | None = None, **overrides: Any
 ) -> tuple[Server, uvicorn.Server, threading.Thread]:
     values: dict[str, Any] = {
         "data_dir": tmp_path,
@@ -108,7 +108,7 @@ def start_server(
     database = Database(settings.sqlalchemy_url)
     migrate(database)
     port = free_port()
-    app = create_app(settings, db=database, carrier=carrier)
+    app = create_app(settings, db=database, carrier=carrier_impl)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -126,7 +126,10 @@ def start_server(
 def server_factory(database_url: str, tmp_path: Path) -> Iterator[Any]:
     started: list[tuple[Server, uvicorn.Server, threading.Thread]] = []
 
-    def make(carrier: Carrier | None = None, **overrides: Any) -> Server:
+    def make(carrier: Carrier | None = None, *, sip: bool = False, **overrides: Any) -> Server:
+        """A server; `carrier` replaces the carrier, `sip=True` uses the real SIP one."""
+        if sip:
+            overrides["carrier"] = "sip"
         entry = start_server(database_url, tmp_path, carrier, **overrides)
         started.append(entry)
         return entry[0]

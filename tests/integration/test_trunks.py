@@ -57,7 +57,7 @@ def test_trunk_crud_keeps_the_password_write_only_and_encrypted(server: Server) 
 def test_a_batch_goes_out_through_the_trunk_of_its_from_number(
     server_factory: Any, tmp_path: Path
 ) -> None:
-    server: Server = server_factory(carrier=None, default_cps=100)
+    server: Server = server_factory(sip=True, default_cps=100)
     key = server.new_key()
     with Sipp(tmp_path, "answer_remote_bye.xml", calls=2) as sipp:
         with server.client(key) as client:

@@ -29,6 +29,14 @@ from callfleet.telephony.carrier import DialResult, Outcome
 __all__ = ["Admission", "Job", "admission_pass", "reap"]
 
 
+_ADMIT = (
+    sa.update(calls)
+    .where(calls.c.id.in_(sa.bindparam("b_ids", expanding=True)), calls.c.state == "queued")
+    .values(state="admitted", queue_status="allocated", admitted_at=sa.bindparam("b_now"))
+    .returning(calls.c.id, calls.c.attempt)
+)
+
+
 @dataclass(frozen=True)
 class Job:
     call_id: str
@@ -88,6 +96,7 @@ def admission_pass(
             .limit(budget)
         ).all()
         exhausted: set[str] = set()
+        chosen: list[str] = []
         for row in rows:
             window = parse_window(row.window, "calling_window") if row.window else DEFAULT_WINDOW
             if not is_open(window, row.callee_tz, now):
@@ -103,15 +112,10 @@ def admission_pass(
             if not buckets.take(bucket, rate, mono):
                 exhausted.add(bucket)
                 continue
-            res = conn.execute(
-                sa.update(calls)
-                .where(
-                    calls.c.id == row.id, calls.c.attempt == row.attempt, calls.c.state == "queued"
-                )
-                .values(state="admitted", queue_status="allocated", admitted_at=now)
-            )
-            if res.rowcount == 1:
-                jobs.append(Job(row.id, row.attempt))
+            chosen.append(row.id)
+        if chosen:
+            admitted = conn.execute(_ADMIT, {"b_ids": chosen, "b_now": now}).all()
+            jobs.extend(Job(r.id, r.attempt) for r in admitted)
         if len(rows) == budget and budget < free and not exhausted:
             saturated = True
     return Admission(jobs, saturated)

@@ -16,6 +16,7 @@ so it is safe under redelivery, races and crashes:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Connection
 from callfleet.dispatch.routing import TrunkRow, trunk_for_call
 from callfleet.domain.retry import parse_retry, retry_delay
 from callfleet.domain.windows import DEFAULT_WINDOW, next_open, parse_window
-from callfleet.store.tables import batches, call_attempts, calls, dnc, transcript_turns
+from callfleet.store.tables import batches, call_attempts, calls, dnc, transcript_turns, trunks
 from callfleet.store.views import batch_webhook_payload, call_details
 from callfleet.telephony.carrier import DialResult, Outcome
 from callfleet.webhooks.outbox import enqueue_delivery
@@ -62,6 +63,50 @@ class Claim:
     trunk: TrunkRow | None = None
 
 
+# Statements built once: constructing SQLAlchemy statements costs more than running
+# them at a thousand calls a second.
+_B = sa.bindparam
+_CLAIM = (
+    sa.update(calls)
+    .where(
+        calls.c.id == _B("b_id"), calls.c.attempt == _B("b_attempt"), calls.c.state == "admitted"
+    )
+    .values(
+        state="dialing",
+        queue_status="started",
+        lease_owner=_B("b_worker"),
+        lease_until=_B("b_lease"),
+        started_at=_B("b_now"),
+        deadline_at=_B("b_deadline"),
+    )
+    .returning(
+        calls.c.account_id,
+        calls.c.to_number,
+        calls.c.from_number,
+        calls.c.max_duration,
+        calls.c.record,
+        calls.c.params,
+    )
+)
+_RECORD_ATTEMPT = sa.insert(call_attempts).values(
+    call_id=_B("b_id"), attempt=_B("b_attempt"), worker=_B("b_worker"), started_at=_B("b_now")
+)
+# One round trip for the two checks every dial needs: is the number on the
+# do-not-call list, and does the account have trunks at all (usually not).
+_DIAL_CHECKS = sa.select(
+    sa.select(sa.func.count())
+    .select_from(dnc)
+    .where(dnc.c.account_id == _B("b_account"), dnc.c.phone_number == _B("b_number"))
+    .scalar_subquery()
+    .label("on_dnc"),
+    sa.select(sa.func.count())
+    .select_from(trunks)
+    .where(trunks.c.account_id == _B("b_account"))
+    .scalar_subquery()
+    .label("trunks"),
+)
+
+
 def claim(
     conn: Connection,
     call_id: str,
@@ -70,36 +115,35 @@ def claim(
     now: datetime,
     lease_s: float,
     ring_timeout_s: float = 30.0,
+    max_duration_hint_min: float = 30.0,
 ) -> Claim | None:
-    res = conn.execute(
-        sa.update(calls)
-        .where(calls.c.id == call_id, calls.c.attempt == attempt, calls.c.state == "admitted")
-        .values(
-            state="dialing",
-            queue_status="started",
-            lease_owner=worker,
-            lease_until=now + timedelta(seconds=lease_s),
-            started_at=now,
-        )
-    )
-    if res.rowcount != 1:
+    # The deadline is the latest a healthy call can end (ringing, then max_duration of
+    # talk); it is set from the usual max_duration and corrected below if the call's
+    # own differs.
+    row = conn.execute(
+        _CLAIM,
+        {
+            "b_id": call_id,
+            "b_attempt": attempt,
+            "b_worker": worker,
+            "b_lease": now + timedelta(seconds=lease_s),
+            "b_now": now,
+            "b_deadline": now + timedelta(minutes=max_duration_hint_min, seconds=ring_timeout_s),
+        },
+    ).first()
+    if row is None:
         return None
-    row = conn.execute(sa.select(calls).where(calls.c.id == call_id)).one()
     conn.execute(
-        sa.insert(call_attempts).values(
-            call_id=call_id, attempt=attempt, worker=worker, started_at=now
-        )
+        _RECORD_ATTEMPT, {"b_id": call_id, "b_attempt": attempt, "b_worker": worker, "b_now": now}
     )
-    # The latest a healthy call can end: ringing, then max_duration of talk.
-    deadline = now + timedelta(minutes=row.max_duration, seconds=ring_timeout_s)
-    conn.execute(sa.update(calls).where(calls.c.id == call_id).values(deadline_at=deadline))
+    if row.max_duration != max_duration_hint_min:
+        deadline = now + timedelta(minutes=row.max_duration, seconds=ring_timeout_s)
+        conn.execute(_SET_DEADLINE, {"b_id": call_id, "b_deadline": deadline})
     # The do-not-call list is checked again at dial time: a number added after the
     # batch was accepted must not ring.
-    on_dnc = conn.execute(
-        sa.select(dnc.c.phone_number).where(
-            dnc.c.account_id == row.account_id, dnc.c.phone_number == row.to_number
-        )
-    ).first()
+    checks = conn.execute(
+        _DIAL_CHECKS, {"b_account": row.account_id, "b_number": row.to_number}
+    ).one()
     return Claim(
         call_id=call_id,
         attempt=attempt,
@@ -109,42 +153,130 @@ def claim(
         max_duration_min=row.max_duration,
         record=row.record,
         params=dict(row.params),
-        blocked_reason="the number was added to the do-not-call list" if on_dnc else None,
-        trunk=trunk_for_call(conn, row.account_id, row.from_number),
+        blocked_reason="the number was added to the do-not-call list" if checks.on_dnc else None,
+        trunk=trunk_for_call(conn, row.account_id, row.from_number) if checks.trunks else None,
     )
+
+
+_SET_DEADLINE = (
+    sa.update(calls).where(calls.c.id == _B("b_id")).values(deadline_at=_B("b_deadline"))
+)
+_HEARTBEAT = (
+    sa.update(calls)
+    .where(
+        calls.c.id == _B("b_id"),
+        calls.c.lease_owner == _B("b_worker"),
+        calls.c.state.in_(("dialing", "live")),
+    )
+    .values(lease_until=_B("b_lease"))
+    .returning(calls.c.hangup_requested)
+)
+_ANSWERED = (
+    sa.update(calls)
+    .where(
+        calls.c.id == _B("b_id"), calls.c.lease_owner == _B("b_worker"), calls.c.state == "dialing"
+    )
+    .values(state="live", answered_at=_B("b_now"))
+)
 
 
 def heartbeat(
     conn: Connection, call_id: str, worker: str, now: datetime, lease_s: float
 ) -> bool | None:
     """Extend the lease. None: fenced off (hang up). Otherwise: is a hangup requested?"""
-    res = conn.execute(
-        sa.update(calls)
-        .where(
-            calls.c.id == call_id,
-            calls.c.lease_owner == worker,
-            calls.c.state.in_(DIALLED_STATES),
-        )
-        .values(lease_until=now + timedelta(seconds=lease_s))
-    )
-    if res.rowcount != 1:
-        return None
-    flag = conn.execute(sa.select(calls.c.hangup_requested).where(calls.c.id == call_id)).scalar()
-    return bool(flag)
+    row = conn.execute(
+        _HEARTBEAT,
+        {"b_id": call_id, "b_worker": worker, "b_lease": now + timedelta(seconds=lease_s)},
+    ).first()
+    return None if row is None else bool(row.hangup_requested)
 
 
 def mark_answered(conn: Connection, call_id: str, worker: str, now: datetime) -> None:
-    conn.execute(
-        sa.update(calls)
-        .where(calls.c.id == call_id, calls.c.lease_owner == worker, calls.c.state == "dialing")
-        .values(state="live", answered_at=now)
-    )
+    conn.execute(_ANSWERED, {"b_id": call_id, "b_worker": worker, "b_now": now})
 
 
 def _queue_status(outcome: Outcome, error: str | None) -> str:
     if outcome == Outcome.FAILED:
         return "call_error"
     return "complete"
+
+
+_FINISH_COLUMNS = (
+    calls.c.account_id,
+    calls.c.batch_id,
+    calls.c.webhook,
+    calls.c.attempt,
+    calls.c.attempts_allowed,
+    calls.c.network_retries,
+    calls.c.retry,
+    calls.c.window,
+    calls.c.callee_tz,
+    calls.c.hangup_requested,
+)
+_END_ATTEMPT = (
+    sa.update(call_attempts)
+    .where(call_attempts.c.call_id == _B("b_id"), call_attempts.c.attempt == _B("b_attempt"))
+    .values(
+        ended_at=_B("b_now"),
+        status=_B("b_status"),
+        sip_code=_B("b_sip"),
+        error_message=_B("b_error"),
+    )
+)
+_ADD_TURN = sa.insert(transcript_turns)
+_BATCH_STATUS = sa.select(batches.c.status).where(batches.c.id == _B("b_batch"))
+
+
+@functools.cache
+def _finish_statements(by_worker: bool, lease_expired: bool) -> tuple[Any, Any, Any]:
+    """The SELECT, retry UPDATE and terminal UPDATE for one shape of ownership check."""
+    where = [
+        calls.c.id == _B("b_id"),
+        calls.c.attempt == _B("b_attempt"),
+        calls.c.state.in_(DIALLED_STATES),
+    ]
+    if by_worker:
+        where.append(calls.c.lease_owner == _B("b_worker"))
+    if lease_expired:
+        where.append(calls.c.lease_until < _B("b_expired"))
+    select = sa.select(*_FINISH_COLUMNS).where(*where)
+    retry = (
+        sa.update(calls)
+        .where(*where)
+        .values(
+            state="queued",
+            queue_status="queued",
+            status=_B("b_status"),
+            error_message=_B("b_error"),
+            attempt=_B("b_next_attempt"),
+            attempts_allowed=_B("b_allowed"),
+            network_retries=_B("b_network"),
+            not_before=_B("b_not_before"),
+            lease_owner=None,
+            lease_until=None,
+            deadline_at=None,
+        )
+    )
+    terminal = (
+        sa.update(calls)
+        .where(*where)
+        .values(
+            state="ended",
+            queue_status=_B("b_queue_status"),
+            status=_B("b_status"),
+            answered_by=_B("b_answered_by"),
+            error_message=_B("b_error"),
+            ended_at=_B("b_ended"),
+            answered_at=_B("b_answered"),
+            call_length=_B("b_length"),
+            call_ended_by=_B("b_ended_by"),
+            endpoint_url=_B("b_endpoint"),
+            recording_path=_B("b_recording"),
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    return select, retry, terminal
 
 
 def finish(
@@ -159,61 +291,55 @@ def finish(
     lease_expired_before: datetime | None = None,
 ) -> str | None:
     """End the attempt. Returns "retry", "ended", or None if the call was not ours."""
-    conditions = [
-        calls.c.id == call_id,
-        calls.c.attempt == attempt,
-        calls.c.state.in_(DIALLED_STATES),
-    ]
+    select, retry_update, terminal_update = _finish_statements(
+        worker is not None, lease_expired_before is not None
+    )
+    key: dict[str, Any] = {"b_id": call_id, "b_attempt": attempt}
     if worker is not None:
-        conditions.append(calls.c.lease_owner == worker)
+        key["b_worker"] = worker
     if lease_expired_before is not None:
-        conditions.append(calls.c.lease_until < lease_expired_before)
-    row = conn.execute(sa.select(calls).where(*conditions)).first()
+        key["b_expired"] = lease_expired_before
+    row = conn.execute(select, key).first()
     if row is None:
         return None
     conn.execute(
-        sa.update(call_attempts)
-        .where(call_attempts.c.call_id == call_id, call_attempts.c.attempt == attempt)
-        .values(
-            ended_at=now,
-            status=result.outcome.value,
-            sip_code=result.sip_code,
-            error_message=result.error_message,
-        )
+        _END_ATTEMPT,
+        {
+            "b_id": call_id,
+            "b_attempt": attempt,
+            "b_now": now,
+            "b_status": result.outcome.value,
+            "b_sip": result.sip_code,
+            "b_error": result.error_message,
+        },
     )
     if result.transcript:
         conn.execute(
-            sa.insert(transcript_turns),
+            _ADD_TURN,
             [
                 {"call_id": call_id, "user": t.user, "text": t.text, "created_at": t.at}
                 for t in result.transcript
             ],
         )
-    batch_status = None
-    if row.batch_id is not None:
-        batch_status = conn.execute(
-            sa.select(batches.c.status).where(batches.c.id == row.batch_id)
-        ).scalar()
-    can_retry = allow_retry and not row.hangup_requested and batch_status != "stopped"
-    next_at = _retry_at(row, result, now) if can_retry else None
+    may_retry = allow_retry and not row.hangup_requested
+    may_retry = may_retry and (bool(row.retry) or result.retry_after_s is not None)
+    if may_retry and row.batch_id is not None:
+        status = conn.execute(_BATCH_STATUS, {"b_batch": row.batch_id}).scalar()
+        may_retry = status != "stopped"
+    next_at = _retry_at(row, result, now) if may_retry else None
     if next_at is not None:
-        network = result.retry_after_s is not None
+        network = 1 if result.retry_after_s is not None else 0
         res = conn.execute(
-            sa.update(calls)
-            .where(*conditions)
-            .values(
-                state="queued",
-                queue_status="queued",
-                status=result.outcome.value,
-                error_message=result.error_message,
-                attempt=attempt + 1,
-                attempts_allowed=row.attempts_allowed + (1 if network else 0),
-                network_retries=row.network_retries + (1 if network else 0),
-                not_before=next_at,
-                lease_owner=None,
-                lease_until=None,
-                deadline_at=None,
-            )
+            retry_update,
+            {
+                **key,
+                "b_status": result.outcome.value,
+                "b_error": result.error_message,
+                "b_next_attempt": attempt + 1,
+                "b_allowed": row.attempts_allowed + network,
+                "b_network": row.network_retries + network,
+                "b_not_before": next_at,
+            },
         )
         return "retry" if res.rowcount == 1 else None
 
@@ -222,23 +348,20 @@ def finish(
     if answered is not None:
         length = max(0.0, ((result.ended_at or now) - answered).total_seconds() / 60.0)
     res = conn.execute(
-        sa.update(calls)
-        .where(*conditions)
-        .values(
-            state="ended",
-            queue_status=_queue_status(result.outcome, result.error_message),
-            status=result.outcome.value,
-            answered_by=result.answered_by.value if result.answered_by else None,
-            error_message=result.error_message,
-            ended_at=result.ended_at or now,
-            answered_at=answered,
-            call_length=round(length, 4),
-            call_ended_by=result.ended_by.value if result.ended_by else None,
-            endpoint_url=result.endpoint,
-            recording_path=result.recording_path,
-            lease_owner=None,
-            lease_until=None,
-        )
+        terminal_update,
+        {
+            **key,
+            "b_queue_status": _queue_status(result.outcome, result.error_message),
+            "b_status": result.outcome.value,
+            "b_answered_by": result.answered_by.value if result.answered_by else None,
+            "b_error": result.error_message,
+            "b_ended": result.ended_at or now,
+            "b_answered": answered,
+            "b_length": round(length, 4),
+            "b_ended_by": result.ended_by.value if result.ended_by else None,
+            "b_endpoint": result.endpoint,
+            "b_recording": result.recording_path,
+        },
     )
     if res.rowcount != 1:
         return None
@@ -295,6 +418,21 @@ def cancel_queued(conn: Connection, where: Any, now: datetime, message: str) -> 
     return count
 
 
+_COUNT_DOWN = (
+    sa.update(batches)
+    .where(batches.c.id == _B("b_batch"))
+    .values(remaining=batches.c.remaining - 1)
+    .returning(batches.c.remaining)
+)
+_COMPLETE = (
+    sa.update(batches)
+    .where(
+        batches.c.id == _B("b_batch"), batches.c.remaining == 0, batches.c.completed_at.is_(None)
+    )
+    .values(completed_at=_B("b_now"))
+)
+
+
 def _after_terminal(
     conn: Connection, call_id: str, batch_id: str | None, webhook: str | None, now: datetime
 ) -> None:
@@ -314,14 +452,10 @@ def _after_terminal(
         )
     if batch_id is None:
         return
-    conn.execute(
-        sa.update(batches).where(batches.c.id == batch_id).values(remaining=batches.c.remaining - 1)
-    )
-    done = conn.execute(
-        sa.update(batches)
-        .where(batches.c.id == batch_id, batches.c.remaining == 0, batches.c.completed_at.is_(None))
-        .values(completed_at=now)
-    )
+    remaining = conn.execute(_COUNT_DOWN, {"b_batch": batch_id}).scalar()
+    if remaining != 0:
+        return
+    done = conn.execute(_COMPLETE, {"b_batch": batch_id, "b_now": now})
     if done.rowcount != 1:
         return
     batch = conn.execute(sa.select(batches).where(batches.c.id == batch_id)).one()

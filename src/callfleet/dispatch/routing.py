@@ -103,20 +103,29 @@ def load_routes(conn: Connection) -> Routes:
     )
 
 
+_ACCOUNT_TRUNKS = (
+    sa.select(trunks)
+    .where(trunks.c.account_id == sa.bindparam("b_account"))
+    .order_by(trunks.c.created_at)
+)
+_NUMBER_TRUNK = sa.select(numbers.c.trunk_id).where(
+    numbers.c.account_id == sa.bindparam("b_account"),
+    numbers.c.phone_number == sa.bindparam("b_number"),
+)
+
+
 def trunk_for_call(conn: Connection, account_id: str, from_number: str | None) -> TrunkRow | None:
+    rows = conn.execute(_ACCOUNT_TRUNKS, {"b_account": account_id}).all()
+    if not rows:
+        return None
+    chosen = None
     if from_number is not None:
-        row = conn.execute(
-            sa.select(trunks)
-            .join(numbers, numbers.c.trunk_id == trunks.c.id)
-            .where(numbers.c.account_id == account_id, numbers.c.phone_number == from_number)
-        ).first()
-        if row is not None:
-            return _trunk(row)
-    rows = conn.execute(
-        sa.select(trunks).where(trunks.c.account_id == account_id).order_by(trunks.c.created_at)
-    ).all()
-    default = _defaults(list(rows)).get(account_id)
+        chosen = conn.execute(
+            _NUMBER_TRUNK, {"b_account": account_id, "b_number": from_number}
+        ).scalar()
+    if chosen is None:
+        chosen = _defaults(list(rows)).get(account_id)
     for row in rows:
-        if row.id == default:
+        if row.id == chosen:
             return _trunk(row)
     return None

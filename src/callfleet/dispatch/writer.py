@@ -3,19 +3,23 @@
 Claims, heartbeats and finishes are tiny conditional statements, and at a thousand
 calls a second a commit each would spend the database on fsyncs (and, on SQLite,
 serialise every caller on the write lock). `GroupWriter` runs them on one thread:
-it takes whatever operations are waiting, runs each inside its own SAVEPOINT of a
-single transaction, commits once, and resolves each caller's future with its own
-result or exception. An operation therefore behaves exactly as if it had its own
-transaction; only the commit is shared.
+it takes whatever operations are waiting, runs them in a single transaction,
+commits once, and hands each caller its own result. If one operation raises, the
+group is rolled back and replayed with each operation in its own SAVEPOINT, so the
+failure stays that operation's own: every operation behaves exactly as if it had
+its own transaction; only the commit is shared. Results go back to each event loop
+in one hop per group, not one per operation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
@@ -29,6 +33,15 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 _STOP = object()
+
+
+@dataclass
+class _Op:
+    fn: Callable[[Connection], Any]
+    loop: asyncio.AbstractEventLoop | None
+    future: Any  # asyncio.Future on `loop`, or concurrent.futures.Future without a loop
+    ok: bool = False
+    value: Any = None
 
 
 class GroupWriter:
@@ -52,13 +65,14 @@ class GroupWriter:
             self._thread = None
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
-        fut: Future[T] = Future()
-        self._queue.put((fn, fut))
-        return await asyncio.wrap_future(fut)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, loop, fut))
+        return await fut
 
     def run_sync(self, fn: Callable[[Connection], T]) -> T:
         fut: Future[T] = Future()
-        self._queue.put((fn, fut))
+        self._queue.put(_Op(fn, None, fut))
         return fut.result()
 
     def _loop(self) -> None:
@@ -81,26 +95,51 @@ class GroupWriter:
             if stop:
                 return
 
-    def _run_group(self, group: list[Any]) -> None:
-        outcomes: list[tuple[Future[Any], bool, Any]] = []
+    def _run_group(self, group: list[_Op]) -> None:
         try:
             with self._db.write() as conn:
-                for fn, fut in group:
-                    if not fut.set_running_or_notify_cancel():
-                        continue
+                for op in group:
+                    op.value, op.ok = op.fn(conn), True
+        except Exception:
+            for op in group:
+                op.ok, op.value = False, None
+            self._run_one_by_one(group)
+        self._deliver(group)
+
+    def _run_one_by_one(self, group: list[_Op]) -> None:
+        try:
+            with self._db.write() as conn:
+                for op in group:
                     try:
                         with conn.begin_nested():
-                            outcomes.append((fut, True, fn(conn)))
-                    except Exception as exc:  # the op's own failure; others go on
-                        outcomes.append((fut, False, exc))
+                            op.value, op.ok = op.fn(conn), True
+                    except Exception as exc:
+                        op.value, op.ok = exc, False
         except Exception as exc:  # the commit itself failed: nothing was written
             log.warning("group commit failed", error=str(exc), size=len(group))
-            for _fn, fut in group:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for fut, ok, value in outcomes:
-            if ok:
-                fut.set_result(value)
+            for op in group:
+                op.value, op.ok = exc, False
+
+    def _deliver(self, group: list[_Op]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
+        for op in group:
+            if op.loop is None:
+                if op.ok:
+                    op.future.set_result(op.value)
+                else:
+                    op.future.set_exception(op.value)
             else:
-                fut.set_exception(value)
+                by_loop.setdefault(op.loop, []).append(op)
+        for loop, ops in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(_resolve, ops)
+
+
+def _resolve(ops: list[_Op]) -> None:
+    for op in ops:
+        if op.future.done():
+            continue
+        if op.ok:
+            op.future.set_result(op.value)
+        else:
+            op.future.set_exception(op.value)
