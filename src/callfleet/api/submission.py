@@ -224,6 +224,10 @@ def prepare_calls(
         pending.append((i, to, overrides))
 
     blocked = dnc_hits(conn, account_id, [to for _, to, _ in pending])
+    # Most rows share the batch's settings and a handful of time zones: resolve the
+    # one and compute each window opening once.
+    base_params = resolve_fields(batch_fields, {})
+    opens_at: dict[tuple[Any, str | None, datetime], datetime] = {}
     for i, to, overrides in pending:
         prefix = f"call_data[{i}]"
         row = rows[i]
@@ -242,7 +246,7 @@ def prepare_calls(
             )
             continue
         row_errors = []
-        params = resolve_fields(batch_fields, overrides)
+        params = resolve_fields(batch_fields, overrides) if overrides else dict(base_params)
         from_number = batch_from
         if "from" in overrides:
             from_number = check_from(str(overrides["from"]), owned, f"{prefix}.from", row_errors)
@@ -278,7 +282,10 @@ def prepare_calls(
         )
         zone = params.get("timezone") or timezone_for_number(to)
         start = parse_start_time(params["start_time"], "") if "start_time" in params else now
-        not_before = next_open(window, zone, max(start, now))
+        opens_key = (window, zone, start)
+        not_before = opens_at.get(opens_key)
+        if not_before is None:
+            not_before = opens_at[opens_key] = next_open(window, zone, max(start, now))
         retry = parse_retry(params["retry"], "retry") if "retry" in params else None
         out.rows.append(
             CallRow(
