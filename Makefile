@@ -22,6 +22,8 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-# Unit, integration (SQLite and PostgreSQL on 127.0.0.1:5432) and acceptance tests.
+# Unit, integration (SQLite and PostgreSQL on 127.0.0.1:5432) and acceptance tests;
+# the test that restarts PostgreSQL runs alone, after everything else.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not pg_restart"
+	$(BIN)/python -m pytest -m pg_restart

@@ -286,6 +286,17 @@ def _run_demo(client: httpx.Client, as_json: bool) -> None:
     )
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def simulator(ctx: typer.Context) -> None:
+    """Run the phone simulator as a SIP trunk on loopback (--help for its options)."""
+    from callfleet.simulator.__main__ import main as simulator_main
+
+    raise typer.Exit(simulator_main(list(ctx.args)))
+
+
 def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     """Default: SQLite in the data directory."""
 
     engine: Literal["inprocess", "procrastinate"] = "inprocess"
+    """`inprocess`: calls run as tasks of the API process (the embedded default).
+    `procrastinate` (PostgreSQL only): calls run on `callfleet worker` processes."""
     carrier: Literal["sip", "simulator-nomedia"] = "sip"
     """`sip`: calls go out over SIP through the account's trunk, or to the built-in SIP
     phone simulator when the account has none. `simulator-nomedia`: the simulator's
@@ -61,8 +63,21 @@ class Settings(BaseSettings):
     watchdog_grace_s: float = Field(default=60.0, ge=0)
     ring_timeout_s: float = Field(default=30.0, gt=0)
 
+    worker_concurrency: int = Field(default=100, ge=1)
+    """Live calls one `callfleet worker` process carries at most (`--concurrency`)."""
+    worker_shutdown_deadline_s: float = Field(default=30.0, ge=0)
+    """On SIGTERM a worker takes no new call and lets live ones go on this long, then
+    hangs them up."""
+    worker_stalled_s: float = Field(default=10.0, gt=0)
+    """A worker silent this long is presumed dead: the leader re-queues its jobs."""
+    leader_interval_s: float = Field(default=0.5, gt=0)
+    """How often the hopper's leader checks its lock (and followers try to take it)."""
+
     simulator_time_scale: float = Field(default=1.0, ge=0)
     """1.0 = realistic ring and talk durations; 0 = instant outcomes (load tests)."""
+    simulator_dial_log: Path | None = None
+    """Tests: a `callfleet worker` appends one line per dial (and per end) to this file,
+    a record of what reached the carrier that is independent of the database."""
 
     webhook_allow_private: bool = False
     webhook_timeout_s: float = Field(default=10.0, gt=0)
@@ -87,6 +102,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CALLFLEET_DATABASE_URL must start with sqlite:/// or postgresql://, "
                 f"got {value.split(':', 1)[0]!r}"
+            )
+        return value
+
+    @field_validator("engine")
+    @classmethod
+    def _check_engine(cls, value: str, info: ValidationInfo) -> str:
+        url = info.data.get("database_url")
+        if value == "procrastinate" and not (url and url.startswith("postgres")):
+            raise ValueError(
+                "the procrastinate engine needs PostgreSQL: set CALLFLEET_DATABASE_URL="
+                "postgresql://USER@HOST:PORT/DB (SQLite runs the in-process engine only)"
             )
         return value
 

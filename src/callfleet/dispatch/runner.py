@@ -42,9 +42,14 @@ class _Events:
 
     async def answered(self) -> None:
         call_id, worker = self._call_id, self._runner.worker_id
-        await self._runner.writer.run(
-            lambda conn: lifecycle.mark_answered(conn, call_id, worker, _now())
-        )
+        try:
+            await self._runner.writer.run(
+                lambda conn: lifecycle.mark_answered(conn, call_id, worker, _now())
+            )
+        except Exception:
+            # Only the "live" marker is lost; the call goes on and its end (with the
+            # answer time from the carrier) is recorded as usual.
+            log.warning("could not record the answer; the call goes on", call_id=call_id)
 
 
 class CallRunner:

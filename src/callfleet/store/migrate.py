@@ -40,5 +40,13 @@ def migrate(db: Database, revision: str = "head") -> None:
 def autogenerate_diff(db: Database) -> list[Any]:
     """Differences between the live schema and the table definitions (empty = in sync)."""
     with db.engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "include_object": lambda obj, name, type_, reflected, other: (
+                    not (type_ == "table" and str(name).startswith("procrastinate"))
+                ),
+            },
+        )
         return list(compare_metadata(ctx, metadata))

@@ -181,5 +181,9 @@ class WebhookSender:
             if sent:
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.5)
+            # asyncio.wait, unlike wait_for on 3.11, never swallows our cancellation.
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=0.5)
+            finally:
+                waiter.cancel()
