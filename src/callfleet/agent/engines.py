@@ -1,0 +1,122 @@
+"""`Engines`: the seam between a call's pipeline and the STT, TTS and LLM behind it.
+
+An `Engines` object lives as long as the process and hands each call fresh
+pipecat services built on shared, loaded models. `LocalEngines` is the real one:
+faster-whisper tiny.en (loaded once), Piper in one child process (or espeak-ng),
+and an OpenAI-compatible LLM when an endpoint is configured, else the scripted
+policy. `callfleet.agent.testing.FakeEngines` is the fake for unit tests.
+
+| setting (`ProviderSettings`) | value         | service                                       |
+| ---------------------------- | ------------- | --------------------------------------------- |
+| `stt`                        | whisper-local | `LocalWhisperSTT` (tiny.en, in process)       |
+| `tts`                        | piper-local   | `PiperTTS` (Piper joe voice, child process)   |
+|                              | espeak        | `EspeakTTS` (espeak-ng program)               |
+| `llm_base_url`               | unset         | `ScriptedPolicy` (`model: "scripted"`)        |
+|                              | a URL         | `OpenAILLMService` against that endpoint      |
+
+Hosted providers (deepgram, openai STT/TTS, elevenlabs, cartesia) are not wired
+yet; asking for one raises `ValueError` naming what is supported.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from callfleet.agent import _pipecat  # noqa: F401  (silences pipecat's import warnings)
+
+# isort: split
+
+from pipecat.processors.frame_processor import FrameProcessor
+
+from callfleet.agent.options import AgentOptions, ProviderSettings
+from callfleet.agent.providers.espeak_tts import EspeakTTS, espeak_path
+from callfleet.agent.providers.openai_llm import openai_compatible_llm
+from callfleet.agent.providers.piper_tts import PiperProcess, PiperTTS, PiperUnavailable
+from callfleet.agent.providers.scripted_llm import SCRIPTED_MODEL, ScriptedPolicy
+from callfleet.agent.providers.whisper_stt import LocalWhisperSTT, load_whisper
+
+__all__ = ["STT_PROVIDERS", "TTS_PROVIDERS", "Engines", "LocalEngines"]
+
+log = logging.getLogger(__name__)
+
+STT_PROVIDERS = ("whisper-local",)
+TTS_PROVIDERS = ("piper-local", "espeak")
+
+
+class Engines(Protocol):
+    @property
+    def model_label(self) -> str:
+        """The call's `model`: "scripted" when no LLM answers."""
+        ...
+
+    def stt(self, options: AgentOptions) -> FrameProcessor: ...
+
+    def tts(self, options: AgentOptions) -> FrameProcessor: ...
+
+    def llm(self, options: AgentOptions) -> FrameProcessor:
+        """The LLM service, or the scripted policy standing in for it."""
+        ...
+
+
+class LocalEngines:
+    """The real engines. `start()` loads the models so the first call does not wait."""
+
+    def __init__(self, settings: ProviderSettings | None = None) -> None:
+        self.settings = settings or ProviderSettings()
+        if self.settings.stt not in STT_PROVIDERS:
+            raise ValueError(f"STT provider {self.settings.stt!r}: supported are {STT_PROVIDERS}")
+        if self.settings.tts not in TTS_PROVIDERS:
+            raise ValueError(f"TTS provider {self.settings.tts!r}: supported are {TTS_PROVIDERS}")
+        self._piper: PiperProcess | None = None
+        self._tts = self.settings.tts
+
+    @property
+    def model_label(self) -> str:
+        return self.settings.model_label if self.settings.llm_base_url else SCRIPTED_MODEL
+
+    @property
+    def tts_provider(self) -> str:
+        """What actually speaks: `piper-local`, or `espeak` after a fallback at start."""
+        return self._tts
+
+    def start(self) -> None:
+        """Load Whisper, start Piper (falling back to espeak-ng) and log what runs."""
+        load_whisper(self.settings.whisper_threads)
+        if self._tts == "piper-local":
+            try:
+                self._piper = PiperProcess()
+                self._piper.synthesize("Ready.")  # loads the voice now, not on a first call
+            except (PiperUnavailable, RuntimeError) as exc:
+                log.warning("Piper is unavailable (%s); speaking with espeak-ng", exc)
+                self._piper = None
+                self._tts = "espeak"
+        if self._tts == "espeak":
+            espeak_path()
+        llm = (
+            f"LLM {self.settings.llm_model or 'default'} at {self.settings.llm_base_url}"
+            if self.settings.llm_base_url
+            else "no LLM configured: the scripted policy runs the calls (model: scripted)"
+        )
+        log.info("agent engines: STT %s, TTS %s, %s", self.settings.stt, self._tts, llm)
+
+    def close(self) -> None:
+        if self._piper is not None:
+            self._piper.close()
+            self._piper = None
+
+    def stt(self, options: AgentOptions) -> FrameProcessor:
+        model = load_whisper(self.settings.whisper_threads)
+        return LocalWhisperSTT(model=model, keywords=options.keywords, language=options.language)
+
+    def tts(self, options: AgentOptions) -> FrameProcessor:
+        if self._tts == "piper-local":
+            if self._piper is None:
+                self._piper = PiperProcess()
+            return PiperTTS(piper=self._piper, pronunciation=options.pronunciation)
+        return EspeakTTS(voice=self.settings.espeak_voice, pronunciation=options.pronunciation)
+
+    def llm(self, options: AgentOptions) -> FrameProcessor:
+        if not self.settings.llm_base_url:
+            return ScriptedPolicy(lines=options.script, closing_line=options.closing_line)
+        return openai_compatible_llm(self.settings, options)

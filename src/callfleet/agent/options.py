@@ -1,0 +1,142 @@
+"""What shapes one conversation (`AgentOptions`) and which engines run it (`ProviderSettings`).
+
+`AgentOptions.from_params` reads the call's Send Call fields (the dict the
+dispatcher puts in `DialRequest.params`); unknown keys are ignored so the API can
+grow without breaking the agent. `ProviderSettings` is the process-wide choice of
+STT, TTS and LLM, filled from `callfleet.config.Settings` by the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DEFAULT_CLOSING_LINE",
+    "DEFAULT_SPEECH_TIMEOUT_S",
+    "AgentOptions",
+    "ProviderSettings",
+]
+
+DEFAULT_SPEECH_TIMEOUT_S = 0.7
+DEFAULT_CLOSING_LINE = "Thank you for your time. Goodbye."
+VOICEMAIL_ACTIONS = ("hangup", "leave_message", "ignore")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """The conversation as the call's fields describe it."""
+
+    prompt: str = ""
+    """The rendered task: the agent's instructions (and facts from `request_data`)."""
+    first_sentence: str | None = None
+    wait_for_greeting: bool = False
+    greeting_timeout_s: float = 4.0
+    """With `wait_for_greeting`, speak anyway if the callee said nothing by then."""
+    block_interruptions: bool = False
+    speech_timeout_s: float = DEFAULT_SPEECH_TIMEOUT_S
+    """Quiet after the callee's speech that ends their turn: 0.2 s plus the call's
+    `interruption_threshold` in milliseconds (500 by default, so 0.7 s), at least 0.5 s."""
+    temperature: float | None = None
+    max_tokens: int = 150
+    script: tuple[str, ...] = ()
+    """The scripted policy's lines, one per turn, after `first_sentence`."""
+    closing_line: str = DEFAULT_CLOSING_LINE
+    record: bool = False
+    answered_by_enabled: bool = False
+    voicemail_action: str = "hangup"
+    voicemail_message: str | None = None
+    language: str = "en"
+    keywords: tuple[str, ...] = ()
+    pronunciation: tuple[tuple[str, str], ...] = ()
+    """(word, how to say it) pairs applied to the text before synthesis."""
+
+    def __post_init__(self) -> None:
+        if self.voicemail_action not in VOICEMAIL_ACTIONS:
+            raise ValueError(f"voicemail_action must be one of {VOICEMAIL_ACTIONS}")
+        if not 0.5 <= self.speech_timeout_s <= 5.0:
+            # 0.4 s of it is the VAD's own stop delay (callfleet.agent.session)
+            raise ValueError("the speech timeout must be between 0.5 and 5 seconds")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> AgentOptions:
+        """Build the options from a call's Send Call fields."""
+
+        def text(key: str) -> str | None:
+            value = params.get(key)
+            return str(value) if value not in (None, "") else None
+
+        prompt = text("task") or text("prompt") or ""
+        facts = params.get("request_data")
+        if isinstance(facts, Mapping) and facts:
+            listed = "\n".join(f"- {k}: {v}" for k, v in facts.items())
+            prompt = f"{prompt}\n\nFacts about this call:\n{listed}".strip()
+        threshold = params.get("interruption_threshold")
+        timeout = DEFAULT_SPEECH_TIMEOUT_S
+        if isinstance(threshold, int | float) and not isinstance(threshold, bool):
+            # Milliseconds of patience on top of the VAD's own 0.2 s stop delay, so
+            # the API's default of 500 gives the 0.7 s default speech timeout.
+            timeout = min(5.0, max(0.5, 0.2 + float(threshold) / 1000.0))
+        script = params.get("script")
+        guide = params.get("pronunciation_guide")
+        pairs: list[tuple[str, str]] = []
+        if isinstance(guide, list):
+            for item in guide:
+                if isinstance(item, Mapping) and item.get("word") and item.get("pronunciation"):
+                    pairs.append((str(item["word"]), str(item["pronunciation"])))
+        keywords = params.get("keywords")
+        temperature = params.get("temperature")
+        action = text("voicemail_action") or "hangup"
+        return cls(
+            prompt=prompt,
+            first_sentence=text("first_sentence"),
+            wait_for_greeting=bool(params.get("wait_for_greeting", False)),
+            block_interruptions=bool(params.get("block_interruptions", False)),
+            speech_timeout_s=timeout,
+            temperature=float(temperature) if isinstance(temperature, int | float) else None,
+            script=tuple(str(line) for line in script) if isinstance(script, list) else (),
+            record=bool(params.get("record", False)),
+            answered_by_enabled=bool(params.get("answered_by_enabled", False)),
+            voicemail_action=action if action in VOICEMAIL_ACTIONS else "hangup",
+            voicemail_message=text("voicemail_message"),
+            language=(text("language") or "en").split("-")[0].lower(),
+            keywords=tuple(str(k) for k in keywords) if isinstance(keywords, list) else (),
+            pronunciation=tuple(pairs),
+        )
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """Which STT, TTS and LLM run the agents of this process."""
+
+    stt: str = "whisper-local"
+    tts: str = "piper-local"
+    """`piper-local` falls back to `espeak` when Piper cannot start."""
+    llm_base_url: str | None = None
+    """Any OpenAI-compatible endpoint; None runs the scripted policy."""
+    llm_api_key: str | None = None
+    llm_model: str | None = None
+    whisper_threads: int = 2
+    espeak_voice: str = "en-us"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ProviderSettings:
+        """From `callfleet.config.Settings`: `llm_base_url`, `llm_api_key`, `llm_model`,
+        and (once config has them) `stt_provider`, `tts_provider`, `whisper_threads`."""
+        return cls(
+            stt=getattr(settings, "stt_provider", None) or "whisper-local",
+            tts=getattr(settings, "tts_provider", None) or "piper-local",
+            llm_base_url=getattr(settings, "llm_base_url", None) or None,
+            llm_api_key=getattr(settings, "llm_api_key", None) or None,
+            llm_model=getattr(settings, "llm_model", None) or None,
+            whisper_threads=int(getattr(settings, "whisper_threads", None) or 2),
+        )
+
+    @property
+    def model_label(self) -> str:
+        """What the call records as its `model`: "scripted" when no LLM is configured."""
+        if not self.llm_base_url:
+            return "scripted"
+        return self.llm_model or "default"

@@ -1,0 +1,85 @@
+"""`UtteranceTTSService`: a pipecat TTS service for engines that return a whole utterance.
+
+Piper's command line and espeak-ng synthesise a sentence at a time, faster than
+real time (Piper ~14x, espeak ~150x on this machine), so streaming inside a
+sentence would gain little. A subclass implements `synthesize(text)`, returning
+16-bit mono PCM and its sample rate; this class rewrites the text with the call's
+pronunciation guide, converts the audio to the pipeline's output rate in one
+piece (a one-shot resampler, so no tail of one sentence lingers into the next) and
+hands it to pipecat, which splits it into 40 ms chunks for the transport.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import abstractmethod
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+from callfleet.agent import _pipecat  # noqa: F401  (silences pipecat's import warnings)
+
+# isort: split
+
+from pipecat.audio.utils import create_file_resampler
+from pipecat.frames.frames import ErrorFrame, Frame, TTSAudioRawFrame
+from pipecat.services.settings import TTSSettings
+from pipecat.services.tts_service import TTSService
+
+__all__ = ["UtteranceTTSService", "apply_pronunciation", "speakable"]
+
+_WORD = re.compile(r"[A-Za-z0-9]")
+
+
+def speakable(text: str) -> str | None:
+    """The text on one line, or None when there is nothing to pronounce in it."""
+    line = " ".join(text.split())
+    return line if _WORD.search(line) else None
+
+
+def apply_pronunciation(text: str, guide: Sequence[tuple[str, str]]) -> str:
+    """Replace each guide word (whole words, any case) with how it should be said."""
+    for word, spoken in guide:
+        text = re.sub(rf"(?<!\w){re.escape(word)}(?!\w)", spoken, text, flags=re.IGNORECASE)
+    return text
+
+
+class UtteranceTTSService(TTSService):
+    def __init__(
+        self,
+        *,
+        voice: str,
+        pronunciation: Sequence[tuple[str, str]] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            push_start_frame=True,
+            push_stop_frames=True,
+            settings=TTSSettings(model=None, voice=voice, language=None),
+            **kwargs,
+        )
+        self._pronunciation = tuple(pronunciation)
+        self._one_shot = create_file_resampler()
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    @abstractmethod
+    async def synthesize(self, text: str) -> tuple[bytes, int]:
+        """16-bit mono PCM for one line of text, and its sample rate."""
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        line = speakable(apply_pronunciation(text, self._pronunciation))
+        if line is None:
+            return
+        await self.start_tts_usage_metrics(text)
+        try:
+            pcm, rate = await self.synthesize(line)
+            if rate != self.sample_rate:
+                pcm = await self._one_shot.resample(pcm, rate, self.sample_rate)
+        except Exception as exc:  # a voice failure must not end the call
+            yield ErrorFrame(error=f"speech synthesis failed: {exc}")
+            return
+        finally:
+            await self.stop_ttfb_metrics()
+        if pcm:
+            yield TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=context_id)

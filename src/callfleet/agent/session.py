@@ -1,0 +1,291 @@
+"""`PipecatAgent`: the agent on one answered call, as a pipecat pipeline.
+
+The carrier hands the agent a `CallAudio` (wired to the call's RTP session), an
+`AgentCall` (the call's options and where to put its recording) and an event
+that is set when the call ends from outside (the callee's BYE, the dispatcher's
+stop, `max_duration`). `run()` returns an `AgentOutcome` when either the agent
+hangs up (`ended_by=ASSISTANT`: the script is done, a voicemail was handled) or
+the event is set (`ended_by=None`: the carrier knows who ended it).
+
+The pipeline:
+
+    CallInput -> STT -> user aggregator (Silero VAD, speech-timeout end of turn)
+      -> ConversationController -> LLM | ScriptedPolicy -> TTS -> CallOutput
+      -> assistant aggregator
+
+The assistant aggregator sits after the output, so the context (and the
+transcript) holds only what was actually played to the callee, cut where a
+barge-in stopped it. The answering-machine detector hears the callee's audio at
+8 kHz from `CallInput`, from the moment of answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from callfleet.agent._pipecat import PIPECAT_VERSION
+
+# isort: split
+
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.turns.user_mute.always_user_mute_strategy import AlwaysUserMuteStrategy
+from pipecat.turns.user_mute.base_user_mute_strategy import BaseUserMuteStrategy
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+
+from callfleet.agent.amd import AmdVerdict, AnsweringMachineDetector
+from callfleet.agent.call_audio import SAMPLE_RATE, CallAudio
+from callfleet.agent.controller import ConversationController
+from callfleet.agent.engines import Engines
+from callfleet.agent.options import AgentOptions
+from callfleet.agent.recording import StereoRecorder
+from callfleet.agent.transport import CallTransport
+from callfleet.telephony.carrier import AnsweredBy, EndedBy, TranscriptTurn
+
+__all__ = ["AgentCall", "AgentOutcome", "CallMedia", "PipecatAgent"]
+
+log = logging.getLogger(__name__)
+
+_PIPELINE_RATE = 16000
+_VAD_STOP_S = 0.4
+"""Silence that ends a speech segment. Longer than pipecat's 0.2 s so a comma's pause
+does not cut a sentence in two for Whisper (fewer, whole segments transcribe better);
+the rest of the speech timeout runs after it."""
+_STOP_GRACE_S = 5.0
+_DRAIN_S = 3.0
+
+
+@dataclass(frozen=True)
+class AgentCall:
+    """One answered call, as the agent needs to know it."""
+
+    call_id: str
+    options: AgentOptions
+    recording_path: Path | None = None
+    """Where to write the stereo WAV when `options.record` is true."""
+
+
+@dataclass
+class AgentOutcome:
+    transcript: list[TranscriptTurn] = field(default_factory=list)
+    ended_by: EndedBy | None = None
+    """ASSISTANT when the agent hung up; None when the call was ended from outside."""
+    answered_by: AnsweredBy | None = None
+    """The detector's verdict (None if it had not decided when the call ended)."""
+    amd: AmdVerdict | None = None
+    recording_path: Path | None = None
+    model: str = "scripted"
+    hangup_reason: str | None = None
+    error: str | None = None
+    interruptions: int = 0
+
+    @property
+    def concatenated_transcript(self) -> str:
+        return "\n".join(f"{turn.user}: {turn.text}" for turn in self.transcript)
+
+
+class CallMedia(Protocol):
+    """What a carrier runs on an answered call instead of sending silence."""
+
+    async def run(
+        self, call: AgentCall, audio: CallAudio, hangup: asyncio.Event
+    ) -> AgentOutcome: ...
+
+
+class PipecatAgent:
+    """`CallMedia` built on pipecat; one instance serves every call of a process."""
+
+    def __init__(
+        self,
+        engines: Engines,
+        *,
+        vad_params: VADParams | None = None,
+        vad_factory: Callable[[VADParams], VADAnalyzer] | None = None,
+    ) -> None:
+        self.engines = engines
+        # No volume gate (pipecat's default is 0.6): its smoothed volume starts from
+        # zero, so it swallowed a callee's first "Hello?" at the start of the call.
+        # Silero's confidence alone holds up on phone audio and in line noise.
+        self.vad_params = vad_params or VADParams(
+            confidence=0.6, min_volume=0.0, stop_secs=_VAD_STOP_S
+        )
+        self.vad_factory = vad_factory or silero_vad
+
+    def describe(self) -> str:
+        return f"pipecat {PIPECAT_VERSION} agent, model {self.engines.model_label}"
+
+    async def run(self, call: AgentCall, audio: CallAudio, hangup: asyncio.Event) -> AgentOutcome:
+        try:
+            conversation = _Conversation(self, call, audio)
+        except Exception as exc:  # a provider that cannot start must not crash the carrier
+            log.exception("call %s: the agent could not start", call.call_id)
+            if audio.recorder is not None and isinstance(audio.recorder, StereoRecorder):
+                audio.recorder.close()
+            audio.close()
+            return AgentOutcome(model=self.engines.model_label, error=f"agent failed: {exc!r}")
+        return await conversation.run(hangup)
+
+
+def silero_vad(params: VADParams) -> VADAnalyzer:
+    """Silero VAD (its ONNX ships in pipecat's wheel), one per call."""
+    return SileroVADAnalyzer(params=params)
+
+
+class _Conversation:
+    """The state of one call's pipeline while it runs."""
+
+    def __init__(self, agent: PipecatAgent, call: AgentCall, audio: CallAudio) -> None:
+        self.call = call
+        self.audio = audio
+        options = call.options
+        self.outcome = AgentOutcome(model=agent.engines.model_label)
+        self.amd = AnsweringMachineDetector()
+        self.hangup_requested = asyncio.Event()
+        self.recorder: StereoRecorder | None = None
+        if options.record and call.recording_path is not None:
+            self.recorder = StereoRecorder(call.recording_path)
+            audio.recorder = self.recorder
+
+        self.context = LLMContext()
+        stop_secs = agent.vad_params.stop_secs
+        after_vad = max(0.1, options.speech_timeout_s - stop_secs)
+        mute: list[BaseUserMuteStrategy] = []
+        if options.block_interruptions:  # the callee cannot barge in while the agent talks
+            mute.append(AlwaysUserMuteStrategy())  # type: ignore[no-untyped-call]
+        user_params = LLMUserAggregatorParams(
+            vad_analyzer=agent.vad_factory(agent.vad_params),
+            user_turn_strategies=UserTurnStrategies(
+                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=after_vad)]
+            ),
+            user_mute_strategies=mute,
+        )
+        pair = LLMContextAggregatorPair(self.context, user_params=user_params)
+        self.user_aggregator, self.assistant_aggregator = pair.user(), pair.assistant()
+        self.controller = ConversationController(
+            options=options, context=self.context, amd=self.amd,
+            note=self.note, hang_up=self.hang_up,
+        )  # fmt: skip
+        self.transport = CallTransport(audio, on_callee_audio=self._heard)
+        self.pipeline = Pipeline([
+            self.transport.input(),
+            agent.engines.stt(options),
+            self.user_aggregator,
+            self.controller,
+            agent.engines.llm(options),
+            agent.engines.tts(options),
+            self.transport.output(),
+            self.assistant_aggregator,
+        ])  # fmt: skip
+        self.worker = PipelineWorker(
+            self.pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=_PIPELINE_RATE, audio_out_sample_rate=SAMPLE_RATE
+            ),
+            idle_timeout_secs=None,
+            enable_rtvi=False,
+            name=f"call-{call.call_id}",
+        )
+        self._register_events()
+
+    # -- transcript --------------------------------------------------------------------
+
+    def _register_events(self) -> None:
+        async def user_said(_aggregator: Any, _strategy: Any, message: Any) -> None:
+            text = (getattr(message, "content", None) or "").strip()
+            if text:
+                self._turn("user", text, getattr(message, "timestamp", None))
+
+        async def agent_said(_aggregator: Any, message: Any) -> None:
+            text = (getattr(message, "content", None) or "").strip()
+            if text:
+                self._turn("assistant", text, getattr(message, "timestamp", None))
+
+        self.user_aggregator.add_event_handler("on_user_turn_stopped", user_said)
+        self.assistant_aggregator.add_event_handler("on_assistant_turn_stopped", agent_said)
+
+    def _turn(self, speaker: str, text: str, started: object = None) -> None:
+        """Add a turn, stamped with when it started (pipecat's ISO time) or now."""
+        at = datetime.now(UTC)
+        if isinstance(started, str) and started:
+            with contextlib.suppress(ValueError):
+                parsed = datetime.fromisoformat(started.replace("Z", "+00:00"))
+                at = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        self.outcome.transcript.append(TranscriptTurn(speaker, text, at))
+        self.outcome.transcript.sort(key=lambda turn: turn.at)
+
+    def note(self, text: str) -> None:
+        """A system event in the transcript (speaker `robot`)."""
+        self._turn("robot", text)
+
+    # -- the call ----------------------------------------------------------------------
+
+    def _heard(self, pcm: bytes) -> None:
+        verdict = self.amd.feed(pcm)
+        if verdict is not None:
+            self.outcome.amd = verdict
+            self.controller.on_amd_verdict(verdict)
+        self.controller.audio_analysed()
+
+    def hang_up(self, reason: str) -> None:
+        """The agent ends the call now, without another word."""
+        self.outcome.hangup_reason = reason
+        self.hangup_requested.set()
+
+    async def run(self, hangup: asyncio.Event) -> AgentOutcome:
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(self.worker)
+        running = asyncio.create_task(runner.run(), name=f"agent-{self.call.call_id}")
+        outside = asyncio.create_task(hangup.wait())
+        ourselves = asyncio.create_task(self.hangup_requested.wait())
+        try:
+            await asyncio.wait({running, outside, ourselves}, return_when=asyncio.FIRST_COMPLETED)
+            if running.done():
+                self.outcome.ended_by = EndedBy.ASSISTANT
+                self.outcome.hangup_reason = self.outcome.hangup_reason or "conversation finished"
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_DRAIN_S):
+                        await self.audio.drained()  # the last words reach the callee
+            else:
+                if ourselves.done() and not hangup.is_set():
+                    self.outcome.ended_by = EndedBy.ASSISTANT
+                await self.worker.cancel(reason="call ended")
+            async with asyncio.timeout(_STOP_GRACE_S):
+                await running
+        except TimeoutError:
+            log.warning("call %s: the pipeline did not stop in time", self.call.call_id)
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
+        except asyncio.CancelledError:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
+            raise
+        finally:
+            for task in (outside, ourselves):
+                task.cancel()
+            self.audio.close()
+            if self.recorder is not None:
+                self.outcome.recording_path = self.recorder.close()
+        if running.done() and not running.cancelled() and running.exception() is not None:
+            self.outcome.error = f"agent pipeline failed: {running.exception()!r}"
+        self.outcome.amd = self.outcome.amd or self.amd.verdict
+        self.outcome.answered_by = self.amd.answered_by
+        self.outcome.interruptions = self.transport.output().interruptions
+        return self.outcome
