@@ -62,6 +62,11 @@ import time
 from pathlib import Path
 
 import _common as c
+
+# The free-port helpers the SIP tests use; benchmarks run from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.peers import free_port_block, free_udp_port, wait_bound  # noqa: E402
+
 from callfleet.telephony.carrier import DialRequest, DialResult, Outcome, TrunkTarget
 from callfleet.telephony.rtp.session import RtpSession
 from callfleet.telephony.sip.carrier import SipCarrier
@@ -79,35 +84,6 @@ def sipp_binary() -> str:
     if path is None:
         sys.exit("sipp is not installed: apt-get install -y --no-install-recommends sip-tester")
     return path
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_port_block(size: int = 4) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 2)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free UDP port block")
-
-
-def udp_bound(port: int) -> bool:
-    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
-    return any(line.split()[1].split(":")[1] == f"{port:04X}" for line in lines)
 
 
 class SippProc:
@@ -153,12 +129,11 @@ def start_uas(workdir: Path, name: str, limit: int) -> tuple[SippProc, int]:
         "-mi", "127.0.0.1", "-mp", str(media), "-nostdin", "-l", str(limit),
         "-timeout", "600s", "-buff_size", str(4 << 20), "-trace_err",
     ]).start()  # fmt: skip
-    deadline = time.monotonic() + 5
-    while not udp_bound(port):
-        if time.monotonic() > deadline:
-            uas.stop()
-            sys.exit(f"SIPp UAS did not bind {port}:\n{uas.log_tail()}")
-        time.sleep(0.02)
+    try:
+        wait_bound(port)
+    except RuntimeError:
+        uas.stop()
+        sys.exit(f"SIPp UAS did not bind {port}:\n{uas.log_tail()}")
     return uas, port
 
 
