@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from callfleet.simulator.carrier import SimulatedCarrier
 from callfleet.store.tables import call_attempts, calls, webhook_deliveries
-from callfleet.telephony.carrier import CallEvents, DialRequest, DialResult
+from callfleet.telephony.carrier import CallEvents, DialRequest, DialResult, Outcome
 from conftest import Server, wait_for
 
 ALWAYS = {"start": "00:00", "end": "24:00"}
@@ -54,6 +54,22 @@ class StuckCarrier:
         await events.answered()
         await asyncio.Event().wait()  # never set: this carrier never returns by itself
         raise AssertionError("unreachable")
+
+
+class CongestedCarrier:
+    """A network that always answers 503 with Retry-After 0."""
+
+    def __init__(self) -> None:
+        self.dials: list[int] = []
+
+    def describe(self) -> str:
+        return "congested"
+
+    async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
+        self.dials.append(request.attempt)
+        return DialResult(
+            Outcome.FAILED, sip_code=503, retry_after_s=0.0, error_message="503 congested"
+        )
 
 
 def _send(server: Server, key: str, numbers: list[str], **extra: Any) -> str:
@@ -169,3 +185,16 @@ def test_batch_completes_exactly_once(server_factory: Any, tmp_path: Any) -> Non
         ).scalar()
     assert count == 1
     assert remaining == 0
+
+
+def test_network_retries_do_not_use_attempts_but_are_capped(server_factory: Any) -> None:
+    carrier = CongestedCarrier()
+    server = server_factory(carrier=carrier, default_cps=1000)
+    key = server.new_key()
+    batch_id = _send(server, key, ["+12125550101"])
+    details = _wait_done(server, key, batch_id)
+    call = details["call_data"][0]
+    # The first dial plus three retries the network asked for, then a plain failure.
+    assert carrier.dials == [1, 2, 3, 4]
+    assert call["status"] == "failed"
+    assert "gave up after 3 retries the network asked for" in call["error_message"]

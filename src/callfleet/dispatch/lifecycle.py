@@ -195,10 +195,8 @@ def mark_answered(conn: Connection, call_id: str, worker: str, now: datetime) ->
     conn.execute(_ANSWERED, {"b_id": call_id, "b_worker": worker, "b_now": now})
 
 
-def _queue_status(outcome: Outcome, error: str | None) -> str:
-    if outcome == Outcome.FAILED:
-        return "call_error"
-    return "complete"
+def _queue_status(outcome: Outcome) -> str:
+    return "call_error" if outcome == Outcome.FAILED else "complete"
 
 
 _FINISH_COLUMNS = (
@@ -321,20 +319,30 @@ def finish(
                 for t in result.transcript
             ],
         )
+    # A retry the network asked for (503) does not use up an attempt, up to a cap;
+    # past it the attempt counts as a plain failure.
+    retry_after = result.retry_after_s
+    error = result.error_message
+    if retry_after is not None and row.network_retries >= MAX_NETWORK_RETRIES:
+        retry_after = None
+        error = (
+            f"{error or 'network unavailable'}; gave up after "
+            f"{MAX_NETWORK_RETRIES} retries the network asked for"
+        )
     may_retry = allow_retry and not row.hangup_requested
-    may_retry = may_retry and (bool(row.retry) or result.retry_after_s is not None)
+    may_retry = may_retry and (bool(row.retry) or retry_after is not None)
     if may_retry and row.batch_id is not None:
         status = conn.execute(_BATCH_STATUS, {"b_batch": row.batch_id}).scalar()
         may_retry = status != "stopped"
-    next_at = _retry_at(row, result, now) if may_retry else None
+    next_at = _retry_at(row, result.outcome, retry_after, now) if may_retry else None
     if next_at is not None:
-        network = 1 if result.retry_after_s is not None else 0
+        network = 1 if retry_after is not None else 0
         res = conn.execute(
             retry_update,
             {
                 **key,
                 "b_status": result.outcome.value,
-                "b_error": result.error_message,
+                "b_error": error,
                 "b_next_attempt": attempt + 1,
                 "b_allowed": row.attempts_allowed + network,
                 "b_network": row.network_retries + network,
@@ -351,10 +359,10 @@ def finish(
         terminal_update,
         {
             **key,
-            "b_queue_status": _queue_status(result.outcome, result.error_message),
+            "b_queue_status": _queue_status(result.outcome),
             "b_status": result.outcome.value,
             "b_answered_by": result.answered_by.value if result.answered_by else None,
-            "b_error": result.error_message,
+            "b_error": error,
             "b_ended": result.ended_at or now,
             "b_answered": answered,
             "b_length": round(length, 4),
@@ -369,21 +377,16 @@ def finish(
     return "ended"
 
 
-def _retry_at(row: Any, result: DialResult, now: datetime) -> datetime | None:
-    if result.retry_after_s is not None and row.network_retries < MAX_NETWORK_RETRIES:
-        delay = timedelta(seconds=result.retry_after_s)
+def _retry_at(
+    row: Any, outcome: Outcome, retry_after_s: float | None, now: datetime
+) -> datetime | None:
+    """When the next attempt may start, or None when there is none."""
+    if retry_after_s is not None:
+        delay = timedelta(seconds=retry_after_s)
     else:
-        if result.retry_after_s is not None:
-            # The network kept refusing: this attempt now counts as a plain failure.
-            result.retry_after_s = None
-            result.error_message = (
-                f"{result.error_message or 'network unavailable'}; gave up after "
-                f"{MAX_NETWORK_RETRIES} retries the network asked for"
-            )
         if row.attempt >= row.attempts_allowed or not row.retry:
             return None
-        policy = parse_retry(row.retry, "retry")
-        found = retry_delay(policy, result.outcome.value, row.attempt)
+        found = retry_delay(parse_retry(row.retry, "retry"), outcome.value, row.attempt)
         if found is None:
             return None
         delay = found
