@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -148,8 +148,6 @@ def _listed(row: Any) -> dict[str, Any]:
 
 
 def _aware(value: datetime, name: str) -> datetime:
-    from datetime import UTC
-
     try:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except OverflowError:
