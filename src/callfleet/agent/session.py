@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +79,9 @@ class AgentCall:
     options: AgentOptions
     recording_path: Path | None = None
     """Where to write the stereo WAV when `options.record` is true."""
+    transfer: Callable[[str], Awaitable[bool]] | None = None
+    """Hands the call to a phone number (E.164) with a SIP REFER; True when the far
+    end accepted the transfer (the call then ends). None: transfers unavailable."""
 
 
 @dataclass
