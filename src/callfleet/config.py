@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_model: str | None = None
 
+    agent_enabled: bool = True
+    """Run the AI agent on answered SIP calls. Off: the line carries silence (load
+    tests against the simulator's fast mode, where nobody speaks)."""
+    stt_provider: str = "whisper-local"
+    """`whisper-local` (offline, default), `deepgram`, `openai`."""
+    tts_provider: str = "piper-local"
+    """`piper-local` (offline, default; falls back to `espeak`), `espeak`, `elevenlabs`,
+    `cartesia`, `openai`."""
+    whisper_threads: int = Field(default=2, ge=1)
+
     log_level: str = "info"
 
     @field_validator("database_url")

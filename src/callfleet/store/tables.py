@@ -202,6 +202,13 @@ calls = sa.Table(
     sa.Column("analysis", JSONType, nullable=True),
     sa.Column("call_ended_by", sa.String(12), nullable=True),
     sa.Column("disposition_tag", sa.String(100), nullable=True),
+    # The agent: which model ran the call ("scripted" without an LLM), its measured
+    # voice-to-voice latency ({"samples_ms": [...], "p50": ms, "p95": ms}), and the
+    # post-call work (summary, analysis, disposition): NULL none, "pending", "done",
+    # "failed".
+    sa.Column("model", sa.String(100), nullable=True),
+    sa.Column("latency", JSONType, nullable=True),
+    sa.Column("postcall_state", sa.String(12), nullable=True),
     sa.Index(None, "account_id", "state", "not_before"),
     sa.Index(None, "batch_id", "seq"),
     sa.Index(None, "account_id", "created_at"),
