@@ -270,6 +270,8 @@ def _finish_statements(by_worker: bool, lease_expired: bool) -> tuple[Any, Any, 
             call_ended_by=_B("b_ended_by"),
             endpoint_url=_B("b_endpoint"),
             recording_path=_B("b_recording"),
+            model=_B("b_model"),
+            latency=_B("b_latency"),
             lease_owner=None,
             lease_until=None,
         )
@@ -369,12 +371,26 @@ def finish(
             "b_ended_by": result.ended_by.value if result.ended_by else None,
             "b_endpoint": result.endpoint,
             "b_recording": result.recording_path,
+            "b_model": result.model,
+            "b_latency": latency_summary(result.latency_ms),
         },
     )
     if res.rowcount != 1:
         return None
     _after_terminal(conn, call_id, row.batch_id, row.webhook, now)
     return "ended"
+
+
+def latency_summary(samples_ms: list[float]) -> dict[str, Any] | None:
+    """{"samples_ms", "p50", "p95"} of a call's voice-to-voice delays (None without any)."""
+    if not samples_ms:
+        return None
+    ordered = sorted(samples_ms)
+
+    def pct(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
+
+    return {"samples_ms": [round(x, 1) for x in samples_ms], "p50": pct(0.5), "p95": pct(0.95)}
 
 
 def _retry_at(

@@ -108,6 +108,10 @@ class DialResult:
     transcript: list[TranscriptTurn] = field(default_factory=list)
     recording_path: str | None = None
     endpoint: str | None = None
+    model: str | None = None
+    """What ran the conversation: the LLM's model name, or "scripted"; None without an agent."""
+    latency_ms: list[float] = field(default_factory=list)
+    """The agent's measured voice-to-voice delays on this call, one per reply."""
 
 
 class CallEvents(Protocol):
