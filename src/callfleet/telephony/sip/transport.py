@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 MessageHandler = Callable[[SipMessage, Address], None]
-_RCVBUF = 1 << 20
+_SOCKET_BUFFER = 4 << 20
+"""Bytes asked for each UDP socket's receive and send buffers. With hundreds of calls
+in flight, bursts of INVITEs, BYEs and their retransmissions overflowed the default
+(~200 KiB) and the kernel dropped datagrams, which Timer E/F then repaired only
+after seconds. Linux grants at most `net.core.rmem_max` / `wmem_max`."""
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I | re.M)
 
 
@@ -73,6 +77,19 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.info("UDP error (ICMP unreachable?): %s", exc)
 
 
+def _enlarge_buffers(sock: socket.socket) -> None:
+    for label, option in (("receive", socket.SO_RCVBUF), ("send", socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+        except OSError as exc:  # some platforms refuse sizes above their limit
+            log.debug("UDP %s buffer: cannot ask for %d bytes: %s", label, _SOCKET_BUFFER, exc)
+        # Linux doubles the (capped) request to leave room for its bookkeeping and reports that.
+        granted = sock.getsockopt(socket.SOL_SOCKET, option)
+        log.debug(
+            "UDP %s buffer: asked %d bytes, kernel reports %d", label, _SOCKET_BUFFER, granted
+        )
+
+
 class UdpTransport(SipTransport):
     name = "UDP"
     reliable = False
@@ -87,7 +104,7 @@ class UdpTransport(SipTransport):
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            _enlarge_buffers(sock)
             sock.bind((host, port))
         except OSError as exc:
             sock.close()
