@@ -139,6 +139,8 @@ def call_details(conn: Connection, call_id: str) -> dict[str, Any] | None:
             "analysis": row.analysis,
             "call_ended_by": row.call_ended_by,
             "disposition_tag": row.disposition_tag,
+            "model": row.model,
+            "latency_ms": row.latency,
             "_account_id": row.account_id,
         }
     )
@@ -199,12 +201,22 @@ def batch_analysis(conn: Connection, batch_id: str, *, full: bool = True) -> dic
     ids: list[str] = []
     errors: list[str] = []
     endpoints: Counter[str] = Counter()
+    samples: list[float] = []
     if full:
         rows = conn.execute(
-            sa.select(calls.c.id, calls.c.call_length, calls.c.error_message, calls.c.endpoint_url)
+            sa.select(
+                calls.c.id,
+                calls.c.call_length,
+                calls.c.error_message,
+                calls.c.endpoint_url,
+                calls.c.latency,
+            )
             .where(calls.c.batch_id == batch_id)
             .order_by(calls.c.seq)
         ).all()
+        for r in rows:
+            if isinstance(r.latency, dict):
+                samples.extend(float(x) for x in r.latency.get("samples_ms") or ())
         ids = [r.id for r in rows]
         lengths = [r.call_length for r in rows if r.call_length is not None]
         errors = sorted({r.error_message for r in rows if r.error_message})
@@ -232,7 +244,20 @@ def batch_analysis(conn: Connection, batch_id: str, *, full: bool = True) -> dic
         "call_ids": ids,
         "error_messages": errors,
         "endpoints": dict(endpoints),
+        "latency_ms": _percentiles(samples),
     }
+
+
+def _percentiles(samples: list[float]) -> dict[str, Any] | None:
+    """p50/p95 of the agent's voice-to-voice delays over a batch (None without any)."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+
+    def pct(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
+
+    return {"p50": pct(0.5), "p95": pct(0.95), "replies": len(ordered)}
 
 
 def batch_webhook_payload(conn: Connection, batch_id: str) -> dict[str, Any]:
