@@ -3,6 +3,28 @@
 Point a trunk at the address it prints (e.g. `127.0.0.1:5080`, UDP) and dial the
 test numbers `+1 NPA 555-01XX`. On exit it prints how many INVITEs and calls it saw
 and the most calls it held at once.
+
+`--invite-log PATH` appends the simulator's own record to a JSON-lines file while
+it runs, so a test can check a system that dials it against what the carrier
+actually received rather than against that system's database. One object a line,
+told apart by `event`:
+
+- `listening`: `host`, `port`, `transport`, `time_scale`, `max_concurrent`, `pid`;
+  written first, once the socket is bound.
+- `invite`: every INVITE as it arrived: `number`, `call_id` (SIP Call-ID), `cseq`,
+  `branch` (top Via), `retransmission`, `in_dialog` (a re-INVITE), `challenged`
+  (answered with the 407), `source`, `at` (epoch seconds).
+- `end`: a call over: `call_id`, `number`, `behaviour`, `status` (our final
+  response), `ended_by` (`caller` or `simulator`), `received_at`, `answered_at`,
+  `ended_at`, `requests` (the caller's ACK, BYE, CANCEL, ...).
+- `peak`: `max_concurrent_seen` rose (`live`, `at`).
+- `rejected`: `rejected_over_capacity` rose: 503s sent because of `--max-concurrent`.
+- `summary`: on SIGTERM or SIGINT, after live calls are released: `invites`,
+  `calls`, `max_concurrent_seen`, `rejected_over_capacity`, `final_responses`,
+  `max_answer_to_end_s`.
+
+The records are polled every 50 ms and each poll is flushed, so a reader lags the
+simulator by at most that much.
 """
 
 from __future__ import annotations
@@ -10,12 +32,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
+import os
 import signal
+import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any, TextIO
 
-from callfleet.simulator.sip_server import PhoneSimulator, SimulatorConfig
+from callfleet.simulator.sip_server import PhoneSimulator, SimulatedCall, SimulatorConfig
 
 __all__ = ["main"]
 
@@ -53,11 +81,108 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, help="answer 503 beyond this many live calls")
     p.add_argument("--record-dir", type=Path, help="write each voicemail message here (WAV)")
     p.add_argument("--rtp-ports", type=_port_range, default=(40000, 49999), metavar="LOW-HIGH")
+    p.add_argument(
+        "--invite-log", type=Path, metavar="PATH",
+        help="append one JSON line per INVITE received and per call ended, and a summary "
+        "on exit",
+    )  # fmt: skip
     p.add_argument("--log-level", default="warning")
     return p
 
 
-async def _serve(config: SimulatorConfig) -> PhoneSimulator:
+def _epoch(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+class InviteLog:
+    """Writes a running `PhoneSimulator`'s records to a JSON-lines file as they grow.
+
+    It only reads the simulator's public records (`invites`, `calls`,
+    `max_concurrent_seen`, `rejected_over_capacity`), polling them, so the
+    simulator needs no hook for it.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, sim: PhoneSimulator, out: TextIO) -> None:
+        self.sim = sim
+        self.out = out
+        self._invites_written = 0
+        self._calls_seen = 0
+        self._open: dict[str, SimulatedCall] = {}
+        self._peak = 0
+        self._rejected = 0
+        self._longest = 0.0
+
+    def _write(self, event: str, **fields: Any) -> None:
+        self.out.write(json.dumps({"event": event, **fields}) + "\n")
+
+    def listening(self) -> None:
+        host, port = self.sim.address
+        cfg = self.sim.config
+        self._write(
+            "listening", host=host, port=port, transport=cfg.transport.lower(),
+            time_scale=cfg.time_scale, max_concurrent=cfg.max_concurrent, pid=os.getpid(),
+        )  # fmt: skip
+        self.out.flush()
+
+    def poll(self) -> None:
+        """Write whatever happened since the last poll, and flush."""
+        sim = self.sim
+        for record in sim.invites[self._invites_written :]:
+            self._write(
+                "invite", number=record.to_number, call_id=record.call_id, cseq=record.cseq,
+                branch=record.branch, retransmission=record.is_retransmission,
+                in_dialog=record.in_dialog, challenged=record.challenged,
+                source=f"{record.source[0]}:{record.source[1]}", at=_epoch(record.received_at),
+            )  # fmt: skip
+        self._invites_written = len(sim.invites)
+        for call in itertools.islice(sim.calls.values(), self._calls_seen, None):
+            self._open[call.call_id] = call
+        self._calls_seen = len(sim.calls)
+        for call_id, call in list(self._open.items()):
+            if call.ended_at is not None:
+                del self._open[call_id]
+                self._ended(call)
+        if sim.max_concurrent_seen > self._peak:
+            self._peak = sim.max_concurrent_seen
+            self._write("peak", live=self._peak, at=time.time())
+        if sim.rejected_over_capacity > self._rejected:
+            self._rejected = sim.rejected_over_capacity
+            self._write("rejected", rejected_over_capacity=self._rejected)
+        self.out.flush()
+
+    def _ended(self, call: SimulatedCall) -> None:
+        if call.answered_at is not None and call.ended_at is not None:
+            self._longest = max(self._longest, (call.ended_at - call.answered_at).total_seconds())
+        self._write(
+            "end", call_id=call.call_id, number=call.number, behaviour=str(call.behaviour),
+            status=call.final_status, ended_by=call.ended_by,
+            received_at=_epoch(call.received_at), answered_at=_epoch(call.answered_at),
+            ended_at=_epoch(call.ended_at), requests=call.requests,
+        )  # fmt: skip
+
+    async def run(self) -> None:
+        while True:
+            self.poll()
+            await asyncio.sleep(self.POLL_S)
+
+    def summary(self) -> None:
+        """The last line: totals, once the simulator has closed."""
+        self.poll()
+        sim = self.sim
+        outcomes = Counter(str(c.final_status) for c in sim.calls.values())
+        self._write(
+            "summary", invites=len(sim.invites), calls=len(sim.calls),
+            max_concurrent_seen=sim.max_concurrent_seen,
+            rejected_over_capacity=sim.rejected_over_capacity,
+            final_responses=dict(sorted(outcomes.items())),
+            max_answer_to_end_s=round(self._longest, 3),
+        )  # fmt: skip
+        self.out.flush()
+
+
+async def _serve(config: SimulatorConfig, invite_log: Path | None) -> PhoneSimulator:
     sim = PhoneSimulator(config)
     await sim.start()
     print(sim.describe(), flush=True)
@@ -66,10 +191,23 @@ async def _serve(config: SimulatorConfig) -> PhoneSimulator:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await sim.close()
+    with contextlib.ExitStack() as files:
+        recorder: InviteLog | None = None
+        poller: asyncio.Task[None] | None = None
+        if invite_log is not None:
+            recorder = InviteLog(sim, files.enter_context(invite_log.open("a", encoding="utf-8")))
+            recorder.listening()
+            poller = asyncio.create_task(recorder.run())
+        try:
+            await stop.wait()
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            await sim.close()
+            if recorder is not None:
+                recorder.summary()
     return sim
 
 
@@ -85,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     except ValueError as exc:
         _parser().error(str(exc))
-    sim = asyncio.run(_serve(config))
+    sim = asyncio.run(_serve(config, args.invite_log))
     outcomes = Counter(str(c.final_status) for c in sim.calls.values())
     print(
         f"{len(sim.invites)} INVITEs, {len(sim.calls)} calls, at most "
