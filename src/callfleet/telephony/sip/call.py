@@ -28,7 +28,7 @@ from callfleet.telephony.sip.transport import Address
 if TYPE_CHECKING:
     from callfleet.telephony.sip.client import SipClient
 
-__all__ = ["Call", "EndReason"]
+__all__ = ["Call", "EndReason", "sipfrag_status"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Call:
         self.refreshes = 0
         self._timer = SessionTimer(self._refresh, self._expire)
         self._reinvite_pending = False
-        self._notifies: asyncio.Queue[bytes] = asyncio.Queue()
+        self._notifies: asyncio.Queue[SipRequest] = asyncio.Queue()
 
     def __repr__(self) -> str:
         return f"<Call {self.dialog.call_id} ended={self.end_reason}>"
@@ -144,25 +144,61 @@ class Call:
     async def send_info(self, body: bytes, content_type: str) -> SipResponse:
         return await self._send("INFO", body=body, content_type=content_type)
 
-    async def transfer(self, target: str, timeout_s: float = 30.0) -> bool:
-        """Blind transfer with REFER; True once the peer's NOTIFY reports a 2xx.
+    async def refer(self, target: str, *, timeout_s: float = 8.0) -> bool:
+        """Blind transfer (RFC 3515): ask the peer to call `target` (a SIP URI) instead.
 
-        False if the REFER or the transfer fails; `TimeoutError` after `timeout_s`.
+        Sends an in-dialog REFER with `Refer-To: <target>` and `Referred-By`; once the
+        peer accepts it (202 or 200) its NOTIFYs report the new call's progress as
+        `message/sipfrag` bodies. True when one reports a final 2xx. False when the
+        REFER is refused (4xx-6xx) or goes unanswered, a NOTIFY reports a final
+        non-2xx, the subscription ends without success, the call ends meanwhile, or
+        nothing final arrives within `timeout_s` (which bounds the whole exchange).
         The caller hangs up (BYE) after a successful transfer.
         """
-        referred_by = self.dialog.local_addr
-        response = await self._send(
-            "REFER", extra=[("Refer-To", f"<{target}>"), ("Referred-By", referred_by)]
-        )
-        if response.status >= 300:
+        if self.ended.is_set():
             return False
-        async with asyncio.timeout(timeout_s):
+        while not self._notifies.empty():  # progress of an earlier transfer is not ours
+            self._notifies.get_nowait()
+        refer_to = target if target.startswith("<") else f"<{target}>"
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await self._send(
+                    "REFER", extra=[("Refer-To", refer_to), ("Referred-By", self.dialog.local_addr)]
+                )
+                if not 200 <= response.status < 300:
+                    log.info("REFER to %s refused: %s", target, response.status)
+                    return False
+                return await self._transfer_progress()
+        except TimeoutError:
+            log.info("REFER to %s: no final NOTIFY within %.1f s", target, timeout_s)
+            return False
+        except SipError as exc:
+            log.info("REFER to %s failed: %s", target, exc)
+            return False
+
+    async def _transfer_progress(self) -> bool:
+        """Read the REFER subscription's NOTIFYs until one is final."""
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
             while True:
-                frag = (await self._notifies.get()).decode("utf-8", "replace").split()
-                if len(frag) >= 2 and frag[0].startswith("SIP/") and frag[1].isdigit():
-                    code = int(frag[1])
-                    if code >= 200:
-                        return code < 300
+                notified = asyncio.ensure_future(self._notifies.get())
+                await asyncio.wait({notified, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not notified.done():
+                    notified.cancel()
+                    return False  # the dialog ended before the peer said how it went
+                notify = notified.result()
+                status = sipfrag_status(notify.body)
+                if status is not None and status >= 200:
+                    return status < 300
+                state = (notify.headers.get("Subscription-State") or "").split(";")[0]
+                if state.strip().lower() == "terminated":
+                    return False
+        finally:
+            ended.cancel()
+
+    async def transfer(self, target: str, timeout_s: float = 30.0) -> bool:
+        """Deprecated: use `refer()`, which this calls."""
+        return await self.refer(target, timeout_s=timeout_s)
 
     async def _reinvite(self) -> SipResponse | None:
         """Send a refresh re-INVITE with our current offer; None if it timed out."""
@@ -281,8 +317,9 @@ class Call:
             ep.respond(request, source, 200, "OK")
             self._dtmf_info(request)
         elif method == "NOTIFY":
+            # A REFER's implicit subscription lives in this dialog (RFC 3515 §2.4.4).
             ep.respond(request, source, 200, "OK")
-            self._notifies.put_nowait(request.body)
+            self._notifies.put_nowait(request)
         elif method in ("REFER", "MESSAGE", "SUBSCRIBE", "PRACK"):
             ep.respond(
                 request, source, 405, "Method Not Allowed", headers=self.client.capabilities()
@@ -328,3 +365,11 @@ class Call:
             name, _, value = line.partition("=")
             if name.strip().lower() == "signal" and value.strip():
                 self.on_dtmf(value.strip()[:1])
+
+
+def sipfrag_status(body: bytes) -> int | None:
+    """The status code of a `message/sipfrag` status line (`SIP/2.0 200 OK`), if it is one."""
+    first = body.decode("utf-8", "replace").strip().split("\n", 1)[0].split()
+    if len(first) >= 2 and first[0].upper().startswith("SIP/") and first[1].isdigit():
+        return int(first[1])
+    return None
