@@ -12,12 +12,18 @@ so it is safe under redelivery, races and crashes:
   the callee's next window) or a terminal status. A terminal status decrements the
   batch's `remaining` in the same transaction; the transition that brings it to zero
   completes the batch and writes its webhook, so that happens exactly once.
+
+Post-call work: when the process that ends an answered call has an LLM and the call
+has a spoken transcript, `finish` marks it `postcall_state = 'pending'` (due at once:
+`lease_until` is the end time) and leaves its webhook and its batch countdown to
+`dispatch.postcall`, which calls `settle_call` in the transaction that records the
+summary. A batch is therefore complete only when its calls' post-call work is.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,9 +34,9 @@ from callfleet.dispatch.routing import TrunkRow, trunk_for_call
 from callfleet.domain.retry import parse_retry, retry_delay
 from callfleet.domain.windows import DEFAULT_WINDOW, next_open, parse_window
 from callfleet.store.tables import batches, call_attempts, calls, dnc, transcript_turns, trunks
-from callfleet.store.views import batch_webhook_payload, call_details
+from callfleet.store.views import batch_webhook_payload
 from callfleet.telephony.carrier import DialResult, Outcome
-from callfleet.webhooks.outbox import enqueue_delivery
+from callfleet.webhooks.outbox import enqueue_call_webhook, enqueue_delivery
 
 __all__ = [
     "ACTIVE_STATES",
@@ -40,6 +46,8 @@ __all__ = [
     "finish",
     "heartbeat",
     "mark_answered",
+    "needs_postcall",
+    "settle_call",
 ]
 
 ACTIVE_STATES = ("admitted", "dialing", "live")
@@ -61,6 +69,9 @@ class Claim:
     params: dict[str, Any]
     blocked_reason: str | None = None
     trunk: TrunkRow | None = None
+    task: str = ""
+    """The call's rendered prompt (the agent's instructions)."""
+    request_data: dict[str, Any] = field(default_factory=dict)
 
 
 # Statements built once: constructing SQLAlchemy statements costs more than running
@@ -86,6 +97,8 @@ _CLAIM = (
         calls.c.max_duration,
         calls.c.record,
         calls.c.params,
+        calls.c.task,
+        calls.c.request_data,
     )
 )
 _RECORD_ATTEMPT = sa.insert(call_attempts).values(
@@ -155,6 +168,8 @@ def claim(
         params=dict(row.params),
         blocked_reason="the number was added to the do-not-call list" if checks.on_dnc else None,
         trunk=trunk_for_call(conn, row.account_id, row.from_number) if checks.trunks else None,
+        task=row.task,
+        request_data=dict(row.request_data or {}),
     )
 
 
@@ -272,11 +287,21 @@ def _finish_statements(by_worker: bool, lease_expired: bool) -> tuple[Any, Any, 
             recording_path=_B("b_recording"),
             model=_B("b_model"),
             latency=_B("b_latency"),
+            postcall_state=_B("b_postcall"),
             lease_owner=None,
-            lease_until=None,
+            # The post-call lease: due at once when post-call work is pending, else NULL
+            # (so the post-call loop's range scan on (state, lease_until) sees only it).
+            lease_until=_B("b_postcall_due"),
         )
     )
     return select, retry, terminal
+
+
+def needs_postcall(result: DialResult) -> bool:
+    """An answered attempt with something said on it (a summary has something to say)."""
+    return result.answered_at is not None and any(
+        t.user in ("user", "assistant") for t in result.transcript
+    )
 
 
 def finish(
@@ -289,8 +314,13 @@ def finish(
     worker: str | None,
     allow_retry: bool = True,
     lease_expired_before: datetime | None = None,
+    postcall: bool = False,
 ) -> str | None:
-    """End the attempt. Returns "retry", "ended", or None if the call was not ours."""
+    """End the attempt. Returns "retry", "ended", or None if the call was not ours.
+
+    `postcall`: this process has an LLM, so an answered call with a transcript is left
+    `pending` for `dispatch.postcall` (its webhook and batch countdown wait for it).
+    """
     select, retry_update, terminal_update = _finish_statements(
         worker is not None, lease_expired_before is not None
     )
@@ -354,6 +384,7 @@ def finish(
         return "retry" if res.rowcount == 1 else None
 
     answered = result.answered_at
+    pending = postcall and needs_postcall(result)
     length = 0.0
     if answered is not None:
         length = max(0.0, ((result.ended_at or now) - answered).total_seconds() / 60.0)
@@ -373,11 +404,14 @@ def finish(
             "b_recording": result.recording_path,
             "b_model": result.model,
             "b_latency": latency_summary(result.latency_ms),
+            "b_postcall": "pending" if pending else None,
+            "b_postcall_due": (result.ended_at or now) if pending else None,
         },
     )
     if res.rowcount != 1:
         return None
-    _after_terminal(conn, call_id, row.batch_id, row.webhook, now)
+    if not pending:
+        settle_call(conn, call_id, row.batch_id, row.webhook, now)
     return "ended"
 
 
@@ -433,7 +467,7 @@ def cancel_queued(conn: Connection, where: Any, now: datetime, message: str) -> 
         )
         if res.rowcount == 1:
             count += 1
-            _after_terminal(conn, call_id, batch_id, webhook, now)
+            settle_call(conn, call_id, batch_id, webhook, now)
     return count
 
 
@@ -452,23 +486,16 @@ _COMPLETE = (
 )
 
 
-def _after_terminal(
+def settle_call(
     conn: Connection, call_id: str, batch_id: str | None, webhook: str | None, now: datetime
 ) -> None:
-    """Webhooks for a call that just became terminal, and its batch's countdown."""
+    """A call is done with (terminal, post-call work over): its webhook, its batch's countdown.
+
+    Called exactly once per call: by the transition that ends it, or, when post-call
+    work was pending, by the one that records that work.
+    """
     if webhook:
-        details = call_details(conn, call_id)
-        assert details is not None
-        enqueue_delivery(
-            conn,
-            account_id=str(details["_account_id"]),
-            event="call.completed",
-            url=webhook,
-            payload={k: v for k, v in details.items() if not k.startswith("_")},
-            call_id=call_id,
-            batch_id=batch_id,
-            now=now,
-        )
+        enqueue_call_webhook(conn, call_id, webhook, batch_id, now)
     if batch_id is None:
         return
     remaining = conn.execute(_COUNT_DOWN, {"b_batch": batch_id}).scalar()

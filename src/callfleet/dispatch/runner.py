@@ -127,7 +127,16 @@ class CallRunner:
             max_duration_s=claim.max_duration_min * 60.0,
             answered_by_enabled=bool(params.get("answered_by_enabled")),
             record=claim.record,
-            params=params,
+            # What the agent needs besides the Send Call fields: its instructions,
+            # the row's variables, and the call's own identity (for templates).
+            params={
+                **params,
+                "task": claim.task,
+                "request_data": claim.request_data,
+                "call_id": claim.call_id,
+                "to": claim.to_number,
+                "from": claim.from_number,
+            },
         )
         self.live[claim.call_id] = request
         heartbeat = asyncio.create_task(self._heartbeat(request))
@@ -193,12 +202,19 @@ class CallRunner:
             result.outcome = Outcome.CANCELED
             result.error_message = result.error_message or "Stopped before it was answered."
         worker = self.worker_id
+        postcall = bool(self.settings.llm_base_url)  # summary and analysis need an LLM
         for delay in (0.0, 0.5, 2.0, 5.0):
             await asyncio.sleep(delay)
             try:
                 await self.writer.run(
                     lambda conn: lifecycle.finish(
-                        conn, claim.call_id, claim.attempt, result, _now(), worker=worker
+                        conn,
+                        claim.call_id,
+                        claim.attempt,
+                        result,
+                        _now(),
+                        worker=worker,
+                        postcall=postcall,
                     )
                 )
                 return
