@@ -7,9 +7,10 @@ wait multiplied by `time_scale`:
 
 | behaviour   | what the caller gets                                                     |
 | ----------- | ------------------------------------------------------------------------ |
-| human       | 100, 180 for ring_s, 200 + SDP; "hello?" then talk bursts over RTP; our  |
-|             | BYE after talk_s unless the caller hangs up first                        |
-| voicemail   | 180 for ring_s, 200; a greeting of greeting_s, a 1 kHz beep, then it     |
+| human       | 100, 180 for ring_s, 200 + SDP; a spoken greeting, then it answers each  |
+|             | of the caller's turns with a line of its script (`voices.Conversation`); |
+|             | our BYE after talk_s unless the caller hangs up first                    |
+| voicemail   | 180 for ring_s, 200; a spoken greeting, a 1 kHz beep (or none), then it  |
 |             | records what it hears until the caller hangs up (at most 120 s, scaled)  |
 | busy        | 100, then 486 after ring_s                                               |
 | no-answer   | 180 until the caller CANCELs (200, then 487); 480 after `max_ring_s`     |
@@ -17,16 +18,26 @@ wait multiplied by `time_scale`:
 | unreachable | 100, then 502 Bad Gateway after ring_s                                   |
 | unknown     | 404                                                                      |
 
+The people speak real words (espeak-ng, `callfleet.simulator.voices`), rendered
+while the phone rings and never time-scaled. A person's call measures the caller's
+response latency after each of its lines (`SimulatedCall.latencies_ms`) and, for
+the barge-in numbers, how fast the caller stops talking when talked over
+(`barge_in_stop_ms`). With `record_dir` set, what the caller sent is written as a
+WAV: the whole call for a person, what followed the beep (or the greeting) for a
+voicemail box. A REFER on an answered call gets 202 and a NOTIFY with a 200
+sipfrag; the target lands in `transferred_to`, and our BYE follows 2 s later unless
+the caller hangs up first.
+
 `time_scale=0` is the fast mode for load tests: nothing rings; answering phones
-answer at once, send `fast_hold_s` of silence and hang up; the others give their
-final response at once (no-answer still rings until CANCEL).
+answer at once, send `fast_hold_s` of silence and hang up (no speech, no listening);
+the others give their final response at once (no-answer still rings until CANCEL).
 
 The UAS side follows RFC 3261: a retransmitted request gets the last response
 again (and a retransmitted INVITE is recorded as such); non-2xx finals are
 retransmitted until their ACK (Timers G/H), 2xx until theirs (§13.3.1.4, BYE if it
 never comes); CANCEL gets 200 and the INVITE 487; BYE, OPTIONS, INFO and UPDATE
-get 200, re-INVITEs an SDP answer (or our current SDP as an offer), requests for
-unknown dialogs 481. With `username`/`password` set, INVITEs are challenged with a
+get 200, REFER 202, re-INVITEs an SDP answer (or our current SDP as an offer),
+requests for unknown dialogs 481. With `username`/`password` set, INVITEs are challenged with a
 407 digest (MD5, qop=auth). Unparseable datagrams are dropped by the transport.
 
 Every INVITE received is appended to `invites` (the ground truth that no number was
@@ -51,7 +62,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
-from callfleet.simulator import audio
+from callfleet.simulator import audio, voices
 from callfleet.simulator.rules import Behaviour, Persona, persona_for
 from callfleet.telephony.carrier import CallEvents, DialRequest, DialResult, TrunkTarget
 from callfleet.telephony.rtp.session import AudioSource, RtpSession
@@ -81,7 +92,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVER = "callfleet-simulator"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER"
 ENDED_BY_CALLER = "caller"
 ENDED_BY_SIMULATOR = "simulator"
 _IN_DIALOG_ONLY = ("BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER")
@@ -117,7 +128,9 @@ class SimulatorConfig:
     max_ring_s: float = 180.0
     """A no-answer phone gives up with 480 after this many real seconds."""
     record_dir: Path | None = None
-    """If set, each voicemail's recording is also written there as a WAV file."""
+    """If set, what each answered call heard is also written there as a WAV file."""
+    transfer_hangup_s: float = 2.0
+    """After a REFER's NOTIFY, our BYE if the caller has not hung up (not scaled)."""
     timers: SipTimers = field(default_factory=SipTimers)
 
     def __post_init__(self) -> None:
@@ -167,8 +180,23 @@ class SimulatedCall:
     """Methods of the caller's requests after the INVITE (ACK, CANCEL, BYE, ...), in order."""
     beep_at: datetime | None = None
     heard: bytearray = field(default_factory=bytearray)
-    """Voicemail: the PCM (8 kHz, 16-bit) heard after the beep."""
+    """The PCM (8 kHz, 16-bit) heard from the caller: a person's whole call from the
+    caller's first RTP packet; a voicemail box's after the beep (or the greeting)."""
+    recording_from: datetime | None = None
+    """When `heard` started: the answer, or the end of the beep (or greeting)."""
     recording_path: Path | None = None
+    """The WAV of `heard`, written when the call ended (with `record_dir` set)."""
+    said: list[str] = field(default_factory=list)
+    """A person's lines as it started saying them (the greeting first)."""
+    latencies_ms: list[float] = field(default_factory=list)
+    """For each line a person finished with the caller quiet: the delay from its last
+    frame sent to the onset of the caller's next speech, in ms (both jitter buffers
+    included)."""
+    barge_in_stop_ms: float | None = None
+    """Barge-in numbers: from the start of the line said over the caller to the
+    caller's audio going quiet, in ms; None if it never did (or no barge-in)."""
+    transferred_to: str | None = None
+    """The Refer-To URI of a REFER the caller sent."""
     packets_sent: int = 0
     packets_received: int = 0
     dtmf: list[str] = field(default_factory=list)
@@ -311,6 +339,7 @@ class _Session:
         self._pending_2xx: dict[int, asyncio.TimerHandle] = {}
         self._awaiting_answer: set[int] = set()
         self._hear_limit = 0
+        self.conversation: voices.Conversation | None = None
 
     # -- responses to the initial INVITE -------------------------------------------
 
@@ -342,8 +371,11 @@ class _Session:
         by = ENDED_BY_CALLER if status == 487 else ENDED_BY_SIMULATOR
         self.end(by)
 
-    async def answer(self, source: AudioSource | None, *, hear: bool = False) -> bool:
-        """Open RTP and send 200 with our SDP; False if the call ended meanwhile."""
+    async def answer(self, source: AudioSource | None, *, record_s: float = 0.0) -> bool:
+        """Open RTP and send 200 with our SDP; False if the call ended meanwhile.
+
+        `record_s` caps how much of the caller's audio `_hear` keeps.
+        """
         cfg = self.sim.config
         try:
             self.rtp = await RtpSession.open(
@@ -373,8 +405,7 @@ class _Session:
         self.record.final_response = response
         self.record.answered_at = _now()
         self.state = "accepted"
-        if hear:
-            self._hear_limit = int(cfg.voicemail_max_s * cfg.time_scale * audio.SAMPLE_RATE * 2)
+        self._hear_limit = int(record_s * audio.SAMPLE_RATE) * 2
         self._retransmit_2xx(response, cseq)
         return True
 
@@ -461,8 +492,40 @@ class _Session:
             self._dtmf_info(request)
         elif method == "OPTIONS":
             self.sim._reply(tx, 200, "OK", headers=self.sim.capabilities())
+        elif method == "REFER":
+            self._refer(tx)
         else:
             self.sim._reply(tx, 501, "Not Implemented", headers=[("Allow", ALLOW)])
+
+    def _refer(self, tx: _ServerTx) -> None:
+        """RFC 3515 blind transfer: 202, then its outcome (always a success) in a NOTIFY."""
+        if self.state != "accepted":
+            self.sim._reply(tx, 403, "Forbidden (not answered)")
+            return
+        try:
+            target = str(parse_name_addr(tx.request.headers.get("Refer-To") or "").uri)
+        except SipParseError:
+            self.sim._reply(tx, 400, "Bad Request (Refer-To)")
+            return
+        contact = [("Contact", self.sim.contact(self.record.number))]
+        self.sim._reply(tx, 202, "Accepted", headers=contact)
+        self.record.transferred_to = target
+        if self.conversation is not None:
+            self.conversation.hush()  # the person is being put through: they stop talking
+        self.sim._spawn(self._transferred())
+
+    async def _transferred(self) -> None:
+        notify = self.dialog.create_request(
+            "NOTIFY", self.sim.via(), contact=self.sim.contact(self.record.number),
+            body=b"SIP/2.0 200 OK\r\n", content_type="message/sipfrag",
+            extra=[("Event", "refer"), ("Subscription-State", "terminated;reason=noresource")],
+        )  # fmt: skip
+        try:
+            await self.sim._request(notify, self.dest)
+        except SipError as exc:
+            log.info("simulator: NOTIFY for %s got no answer: %s", self.record.call_id, exc)
+        await self._wait_ended(self.sim.config.transfer_hangup_s)
+        await self.hangup()
 
     def _offer_answer(self, tx: _ServerTx) -> None:
         """A re-INVITE or UPDATE: answer its offer, or (re-INVITE) offer our current SDP."""
@@ -556,30 +619,74 @@ class _Session:
                 await self.hangup()
         else:
             self.provisional(180, "Ringing")
-            await self._pause(persona.ring_s)
+            # Render the persona's lines while it rings, so it speaks without delay.
+            rendering = asyncio.ensure_future(voices.speak_all(persona.texts, persona.voice))
+            try:
+                await self._pause(persona.ring_s)
+                lines = await rendering
+            finally:
+                rendering.cancel()  # the call ended while ringing
             if behaviour is Behaviour.HUMAN:
-                voice = audio.Playlist([("hello", audio.human_hello())], then=audio.human_chatter())
-                if await self.answer(voice):
-                    await self._wait_ended(persona.talk_s * cfg.time_scale)
-                    await self.hangup()
+                await self._converse(lines)
             else:
-                greeting = audio.voicemail_greeting(persona.greeting_s * cfg.time_scale)
-                tone = audio.beep(cfg.beep_s)
-                box = audio.Playlist([("greeting", greeting), ("beep", tone)], on_mark=self._mark)
-                if await self.answer(box, hear=True):
-                    played = (len(greeting) + len(tone)) / (2 * audio.SAMPLE_RATE)
-                    await self._wait_ended(played + cfg.voicemail_max_s * cfg.time_scale)
-                    await self.hangup()
+                await self._voicemail(lines[persona.greeting])
+
+    async def _converse(self, lines: dict[str, bytes]) -> None:
+        """A person: greet, take turns with the caller, hang up after talk_s (scaled)."""
+        persona = self.persona
+
+        def line(text: str | None) -> voices.Utterance | None:
+            return voices.Utterance(text, lines[text]) if text else None
+
+        conversation = voices.Conversation(
+            line(persona.greeting),
+            [voices.Utterance(text, lines[text]) for text in persona.lines],
+            barge_in=line(persona.barge_in),
+            clock=asyncio.get_running_loop().time,
+        )
+        self.conversation = conversation
+        self.record.said = conversation.said
+        self.record.latencies_ms = conversation.latencies_ms
+        talk_s = persona.talk_s * self.sim.config.time_scale
+        if await self.answer(conversation, record_s=talk_s + 10.0):
+            self._start_recording()
+            await self._wait_ended(talk_s)
+            await self.hangup()
+
+    async def _voicemail(self, greeting: bytes) -> None:
+        """A voicemail box: the greeting, the beep (or not), then record until hung up."""
+        cfg = self.sim.config
+        segments = [("greeting", greeting)]
+        if self.persona.beep:
+            segments.append(("beep", audio.beep(cfg.beep_s)))
+        box = audio.Playlist(segments, on_mark=self._mark)
+        longest = cfg.voicemail_max_s * cfg.time_scale
+        if await self.answer(box, record_s=longest):
+            played = sum(len(pcm) for _, pcm in segments) / (2 * audio.SAMPLE_RATE)
+            await self._wait_ended(played + longest)
+            await self.hangup()
 
     def _mark(self, label: str) -> None:
-        if label == "beep" and self.rtp is not None and self.state == "accepted":
+        if self.rtp is None or self.state != "accepted":
+            return
+        if label == "beep":
             self.record.beep_at = _now()
+        if label == ("beep" if self.persona.beep else "greeting"):
+            self._start_recording()  # the message starts now
+
+    def _start_recording(self) -> None:
+        if self.rtp is not None and self.state == "accepted":
+            self.record.recording_from = _now()
             self.rtp.on_audio = self._hear
 
     def _hear(self, frame: bytes) -> None:
+        if self.state != "accepted":
+            return
         heard = self.record.heard
-        if self.state == "accepted" and len(heard) < self._hear_limit:
+        if len(heard) < self._hear_limit:
             heard.extend(frame[: self._hear_limit - len(heard)])
+        if self.conversation is not None:
+            self.conversation.hear(frame)
 
     async def hangup(self) -> None:
         """Our BYE, once the 2xx was ACKed (or its retransmissions gave up)."""
@@ -611,6 +718,8 @@ class _Session:
             handle.cancel()
         self._pending_2xx.clear()
         self.acked.set()
+        if self.conversation is not None:
+            record.barge_in_stop_ms = self.conversation.barge_in_stop_ms
         rtp = self.rtp
         if rtp is not None:
             rtp.on_audio = None
@@ -626,7 +735,7 @@ class _Session:
     def _save_recording(self) -> None:
         folder = self.sim.config.record_dir
         record = self.record
-        if folder is None or record.beep_at is None:
+        if folder is None or record.recording_from is None:
             return
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{record.number}-{record.call_id}")[:120]
         path = folder / f"{name}.wav"
