@@ -13,6 +13,12 @@ queues agent audio and waits while more than `max_queued_ms` is already queued
 `clear_playout()` drops what is queued when the callee barges in.
 
 A `StereoRecorder` attached as `recorder` gets one (callee, agent) pair per tick.
+
+It also measures the call's voice-to-voice latency as the callee lives it: from
+the end of the callee's speech (the last loud frame received, by energy) to the
+first frame of the agent's next talk spurt leaving on the RTP clock. Only turns
+where the callee spoke for at least `_MIN_TURN_S` count, and only when the agent
+was quiet meanwhile (a reply, not the agent carrying on).
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ FRAME_BYTES = 320
 _SILENCE = bytes(FRAME_BYTES)
 _MAX_INBOUND_FRAMES = 500
 """10 s of callee audio: beyond that the agent has stalled and the oldest is dropped."""
+_SPEECH_RMS = 400.0
+"""Frame energy (16-bit RMS) above which the callee counts as speaking (about -38 dBFS)."""
+_MIN_TURN_S = 0.3
+_MAX_LATENCY_S = 10.0
+"""Longer gaps are the agent choosing silence, not latency."""
 
 
 class FrameRecorder(Protocol):
@@ -61,6 +72,10 @@ class CallAudio:
         self._empty = asyncio.Event()
         self._empty.set()
         self._talking = False
+        self.latencies_ms: list[float] = []
+        """One voice-to-voice delay per agent reply, in milliseconds."""
+        self._speech_frames = 0
+        self._last_loud: float | None = None
 
     # -- the carrier's side ----------------------------------------------------------
 
@@ -73,6 +88,9 @@ class CallAudio:
             self.frames_dropped += 1
         self._inbound.append(pcm)
         self._heard.append(pcm)
+        if not self._talking and _rms(pcm) >= _SPEECH_RMS:
+            self._speech_frames += 1
+            self._last_loud = time.monotonic()
         self.frames_in += 1
         self._arrived.set()
 
@@ -84,8 +102,10 @@ class CallAudio:
             del out[:FRAME_BYTES]
             if not self._talking:
                 self._talking = True
+                now = time.monotonic()
+                self._measure(now)
                 if self.on_agent_audio is not None:
-                    self.on_agent_audio(time.monotonic())
+                    self.on_agent_audio(now)
         else:
             frame = _SILENCE
             self._talking = False
@@ -95,6 +115,16 @@ class CallAudio:
             heard = self._heard.popleft() if self._heard else _SILENCE
             self.recorder.write(heard, frame)
         return frame
+
+    def _measure(self, onset: float) -> None:
+        """A talk spurt starts: if it answers a turn of the callee, record the gap."""
+        spoke = self._speech_frames * FRAME_S >= _MIN_TURN_S
+        last = self._last_loud
+        self._speech_frames = 0
+        if spoke and last is not None:
+            gap = onset - (last + FRAME_S)
+            if 0 < gap <= _MAX_LATENCY_S:
+                self.latencies_ms.append(round(gap * 1000, 1))
 
     def close(self) -> None:
         """The call is over: `frames()` ends once what was received is consumed."""
@@ -152,3 +182,11 @@ class CallAudio:
             self._space.clear()
         if not self._outbound:
             self._empty.set()
+
+
+def _rms(pcm: bytes) -> float:
+    """Root mean square of 16-bit little-endian PCM."""
+    samples = memoryview(pcm).cast("h")
+    if not samples:
+        return 0.0
+    return float((sum(x * x for x in samples) / len(samples)) ** 0.5)

@@ -6,7 +6,10 @@ and sees every finished user turn as an `LLMContextFrame` before the LLM does.
 - **Opening.** Without `wait_for_greeting` the agent speaks at once: the call's
   `first_sentence`, or else the LLM's (or script's) first reply. With it, the
   agent lets the callee's greeting end (their first turn), then speaks; if the
-  callee is silent `greeting_timeout_s` after answer it speaks anyway.
+  callee is silent `greeting_timeout_s` after answer it speaks anyway. People say
+  "Hello?" as they pick up, often over the agent's first words: when the callee's
+  speech interrupts the `first_sentence`, the agent lets them finish and says the
+  first sentence again (once) instead of moving on without it.
 - **Voicemail.** The answering-machine detector reports through
   `on_amd_verdict`. The call's `voicemail_action` applies when the verdict is
   voicemail and either `answered_by_enabled` is set or a beep was heard (a beep is
@@ -30,6 +33,7 @@ from callfleet.agent import _pipecat  # noqa: F401  (silences pipecat's import w
 # isort: split
 
 from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
     EndWorkerFrame,
     Frame,
     InputAudioRawFrame,
@@ -73,6 +77,10 @@ class ConversationController(FrameProcessor):
         self._greeting_timer: asyncio.Task[None] | None = None
         self._voicemail_task: asyncio.Task[None] | None = None
         self._analysed = asyncio.Event()
+        self._opening = "none"
+        """The first sentence: none -> speaking -> done, or -> interrupted -> speaking
+        (said again once) -> done."""
+        self._opening_retried = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -93,8 +101,18 @@ class ConversationController(FrameProcessor):
             if self._awaiting_greeting:
                 await self._greeted()
                 return
+            if self._opening == "interrupted" and self._options.first_sentence:
+                # They spoke over the opening: now that they are done, say it again.
+                self._opening, self._opening_retried = "speaking", True
+                await self.push_frame(TTSSpeakFrame(self._options.first_sentence))
+                return
             await self.push_frame(frame, direction)
         else:
+            if self._opening == "speaking":
+                if isinstance(frame, InterruptionFrame) and not self._opening_retried:
+                    self._opening = "interrupted"
+                elif isinstance(frame, BotStoppedSpeakingFrame):
+                    self._opening = "done"
             await self.push_frame(frame, direction)
 
     async def cleanup(self) -> None:
@@ -132,6 +150,7 @@ class ConversationController(FrameProcessor):
             return
         self._opened = True
         if self._options.first_sentence:
+            self._opening = "speaking"
             await self.push_frame(TTSSpeakFrame(self._options.first_sentence))
         else:
             await self.push_frame(LLMContextFrame(self._llm_context))

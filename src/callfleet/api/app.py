@@ -36,15 +36,28 @@ log = structlog.get_logger(__name__)
 
 def make_carrier(settings: Settings) -> Carrier:
     """Calls with a trunk go out over SIP; calls without one go over SIP to the
-    built-in phone simulator. `simulator-nomedia` skips SIP and audio entirely."""
+    built-in phone simulator. `simulator-nomedia` skips SIP and audio entirely.
+
+    Answered SIP calls get the AI agent, loaded in the background from here on,
+    unless `agent_enabled` is off or the simulator runs in its fast mode (time
+    scale 0), where nobody on the line speaks.
+    """
     if settings.carrier == "simulator-nomedia":
         return SimulatedCarrier(time_scale=settings.simulator_time_scale)
+    media = None
+    if settings.agent_enabled and settings.simulator_time_scale > 0:
+        from callfleet.agent.options import ProviderSettings
+        from callfleet.agent.runtime import AgentRuntime
+
+        media = AgentRuntime(ProviderSettings.from_settings(settings))
     sip = SipCarrier(
         SipCarrierConfig(
             bind_host=settings.sip_bind_host,
             advertised_host=settings.sip_advertised_host,
             rtp_port_range=(settings.rtp_port_min, settings.rtp_port_max),
-        )
+            recordings_dir=settings.recordings_dir,
+        ),
+        media=media,
     )
     simulator = SipSimulatorCarrier(
         SimulatorConfig(
