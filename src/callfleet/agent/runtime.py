@@ -11,6 +11,7 @@ the process crashing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -69,10 +70,8 @@ class AgentRuntime:
 
     async def close(self) -> None:
         """Stop the engines (the Piper child process) once loading has settled."""
-        try:
+        with contextlib.suppress(Exception):
             await asyncio.wrap_future(self._loading)
-        except Exception:
-            pass
         if self._engines is not None:
             await asyncio.to_thread(self._engines.close)
         self._pool.shutdown(wait=False)
