@@ -3,6 +3,11 @@
 If the transaction that ends a call commits, its webhook will be sent; if it rolls
 back, no webhook exists for an event that did not happen. The sender
 (`webhooks.sender`) picks rows up from here.
+
+A call's webhook (`enqueue_call_webhook`) carries its details object as they stand
+when the row is written. A call that has post-call work to do (summary, analysis,
+disposition) gets it from the transaction that records that work, not from the one
+that ends the call, so the webhook always carries the summary or says it failed.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from sqlalchemy.engine import Connection
 
 from callfleet.store.ids import new_id
 from callfleet.store.tables import webhook_deliveries
+from callfleet.store.views import call_details
 
-__all__ = ["enqueue_delivery"]
+__all__ = ["enqueue_call_webhook", "enqueue_delivery"]
 
 
 def enqueue_delivery(
@@ -48,3 +54,21 @@ def enqueue_delivery(
         )
     )
     return delivery_id
+
+
+def enqueue_call_webhook(
+    conn: Connection, call_id: str, url: str, batch_id: str | None, now: datetime
+) -> str:
+    """Record the call's `call.completed` delivery: its details object as it is now."""
+    details = call_details(conn, call_id)
+    assert details is not None, f"no call {call_id}"
+    return enqueue_delivery(
+        conn,
+        account_id=str(details["_account_id"]),
+        event="call.completed",
+        url=url,
+        payload={k: v for k, v in details.items() if not k.startswith("_")},
+        call_id=call_id,
+        batch_id=batch_id,
+        now=now,
+    )
