@@ -207,13 +207,14 @@ def resample(
     rolloff: float = 0.92,
     beta: float = 8.0,
 ) -> Samples:
-    """Band-limited resampling between any two integer rates.
+    """Band-limited resampling between two integer rates (of a modest ratio, like 160/441).
 
     Each output sample is the input convolved with a sinc low-pass at `rolloff` of
     the lower Nyquist frequency, `zero_crossings` lobes each side, shaped by a
-    Kaiser window (`beta` 8: about 80 dB of stop band). The ratio is rational, so
-    the kernel only has `to_rate / gcd` distinct phases, computed once; each phase
-    is normalised to unity gain at DC.
+    Kaiser window (`beta` 8: about 80 dB of stop band), and normalised to unity gain
+    at DC. The ratio `up/down` in lowest terms repeats every `up` outputs, which take
+    the same `down` inputs forward, so the filter is one `(down + taps) x up` matrix
+    applied to every stretch of input in a single product.
     """
     x = np.asarray(samples, dtype=np.float64)
     if from_rate <= 0 or to_rate <= 0:
@@ -222,23 +223,41 @@ def resample(
         return x.copy()
     common = math.gcd(from_rate, to_rate)
     up, down = to_rate // common, from_rate // common
-    cutoff = 0.5 * min(1.0, to_rate / from_rate) * rolloff  # cycles per input sample
-    half = math.ceil(zero_crossings / (2 * cutoff))  # kernel half-width in input samples
+    if up > _MAX_PHASES:
+        raise ValueError(f"{from_rate} -> {to_rate} Hz needs {up} filter phases")
+    weights = _polyphase(up, down, zero_crossings, rolloff, beta)
+    width = weights.shape[0]
+    half = (width - down) // 2
+    count = (x.size * up + down - 1) // down
+    blocks = (count + up - 1) // up
+    padded = np.zeros((blocks - 1) * down + width)
+    padded[half : half + x.size] = x
+    stretches = np.lib.stride_tricks.sliding_window_view(padded, width)[::down][:blocks]
+    out: Samples = (np.ascontiguousarray(stretches) @ weights).reshape(-1)[:count]
+    return out
+
+
+_MAX_PHASES = 2000
+
+
+@cache
+def _polyphase(up: int, down: int, zero_crossings: int, rolloff: float, beta: float) -> Samples:
+    """Column r: the weights of output `r` of a stretch over its `down + 2 * half` inputs."""
+    cutoff = 0.5 * min(1.0, up / down) * rolloff  # cycles per input sample
+    half = math.ceil(zero_crossings / (2 * cutoff))  # kernel half-width, in input samples
     offsets = np.arange(-half + 1, half + 1)
-    distance = (np.arange(up) / up)[:, None] - offsets[None, :]
+    position = np.arange(up) * down
+    base, frac = position // up, (position % up) / up
+    distance = frac[:, None] - offsets[None, :]  # from each output to its taps
     window = np.i0(beta * np.sqrt(np.clip(1 - (distance / half) ** 2, 0.0, None))) / np.i0(beta)
     kernel = 2 * cutoff * np.sinc(2 * cutoff * distance) * window
     kernel /= kernel.sum(axis=1, keepdims=True)
-    padded = np.concatenate((np.zeros(half), x, np.zeros(half + 1)))
-    count = (x.size * up + down - 1) // down
-    out = np.empty(count)
-    block = 4096
-    for start in range(0, count, block):
-        position = np.arange(start, min(count, start + block)) * down
-        base, phase = position // up, position % up
-        index = base[:, None] + offsets[None, :] + half
-        out[start : start + len(position)] = np.einsum("ij,ij->i", padded[index], kernel[phase])
-    return out
+    matrix = np.zeros((up, down + 2 * half))
+    columns = base[:, None] + offsets[None, :] + half
+    np.put_along_axis(matrix, columns, kernel, axis=1)
+    weights: Samples = np.ascontiguousarray(matrix.T)  # contiguous for the product
+    weights.setflags(write=False)
+    return weights
 
 
 # -- turn taking ---------------------------------------------------------------------------
@@ -353,7 +372,8 @@ class Conversation:
             return greeting if greeting.pcm else None
         barge_in = self._barge_in
         due = now - self._spurt_start >= self.options.barge_in_after_s - 1e-9
-        if barge_in is not None and self._talking and due:
+        audible = now - self._last_speech <= 2 * FRAME_S + 1e-9  # not in a pause
+        if barge_in is not None and self._talking and due and audible:
             self._barge_in = None
             self._barge_onset = now
             return barge_in
