@@ -36,6 +36,7 @@ import structlog
 
 from callfleet.config import Settings
 from callfleet.dispatch.engine import run_logged
+from callfleet.dispatch.postcall import PostcallWorker
 from callfleet.dispatch.procrastinate_engine import (
     QUEUE,
     ResilientWorker,
@@ -175,7 +176,11 @@ class CallWorker:
         self.carrier = WorkerCarrier(carrier)
         self.db = Database(settings.sqlalchemy_url)
         self.writer = GroupWriter(self.db)
-        self.runner = CallRunner(self.writer, self.carrier, settings, self.worker_id)
+        # Summaries of the calls that end here (and of any another process left).
+        self.postcall = PostcallWorker(self.writer, settings, self.worker_id)
+        self.runner = CallRunner(
+            self.writer, self.carrier, settings, self.worker_id, self.postcall.wake
+        )
         self.metrics = WorkerMetrics(lambda: len(self.runner.live))
         self._stopping = False
         self._worker: ResilientWorker | None = None
@@ -254,6 +259,7 @@ class CallWorker:
             )
         await self._wait_for_schema()
         self.writer.start()
+        await self.postcall.start()
         app = build_worker_app(
             libpq_url(self.settings.sqlalchemy_url),
             self._run_call,
@@ -295,6 +301,7 @@ class CallWorker:
                     await asyncio.sleep(1.0)
         finally:
             self._worker = None
+            await self.postcall.stop()
             self.writer.stop()
             await self.carrier.close()
             self.db.dispose()

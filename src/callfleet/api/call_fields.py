@@ -75,7 +75,9 @@ class CallFields(BaseModel):
     tools: list[Any] | None = None
     summary_prompt: str | None = Field(default=None, max_length=2000)
     analysis_schema: dict[str, Any] | None = None
-    dispositions: list[str] | None = None
+    analysis_prompt: str | None = Field(default=None, max_length=4000)
+    dispositions: list[str] | None = Field(default=None, max_length=100)
+    available_tags: list[str] | None = Field(default=None, max_length=100)  # legacy name
     calling_window: dict[str, Any] | None = None
     script: list[str] | None = None
     # Legacy aliases that existing clients still send.
@@ -164,6 +166,29 @@ def _validate_only(raw: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any],
     return {k: v for k, v in data.items() if k in known}, []
 
 
+def _schema_errors(schema: Any, path: str, depth: int = 0) -> list[FieldError]:
+    """`analysis_schema`: keys to a type name or description, a nested object, or a
+    one-item list of either (an array of that)."""
+    if isinstance(schema, list):
+        if len(schema) != 1:
+            return [FieldError(path, 'A list gives the type of its items: ["string"].')]
+        return _schema_errors(schema[0], f"{path}[0]", depth + 1)
+    if isinstance(schema, dict) and depth < 5:
+        errors = []
+        for key, spec in schema.items():
+            errors.extend(_schema_errors(spec, f"{path}.{key}", depth + 1))
+        return errors
+    if isinstance(schema, str) and schema.strip() and depth > 0:
+        return []
+    return [
+        FieldError(
+            path,
+            'Must map each key to a type name or description, such as {"email": "string", '
+            '"wants_callback": "boolean", "budget": "number"}.',
+        )
+    ]
+
+
 def check_fields(
     raw: Mapping[str, Any], prefix: str = ""
 ) -> tuple[dict[str, Any], list[FieldError]]:
@@ -210,6 +235,14 @@ def check_fields(
             parse_start_time(data["start_time"], path("start_time"))
         except InvalidInput as exc:
             errors.extend(exc.errors)
+    if "analysis_schema" in data:
+        errors.extend(_schema_errors(data["analysis_schema"], path("analysis_schema")))
+    for name in ("dispositions", "available_tags"):
+        for i, tag in enumerate(data.get(name, ())):
+            if not tag.strip() or len(tag) > 100:
+                errors.append(
+                    FieldError(f"{path(name)}[{i}]", "Must be a tag of 1 to 100 characters.")
+                )
     return data, errors
 
 

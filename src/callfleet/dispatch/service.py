@@ -10,7 +10,8 @@ it the same way.
 The engine follows `CALLFLEET_ENGINE`: `inprocess` runs calls as tasks of this
 process; `procrastinate` defers jobs that `callfleet worker` processes run. Either
 way, admission and enqueue share one transaction, and the reaper's re-enqueues do
-too.
+too. The post-call loop (`postcall.py`) runs beside them in every process; a call
+ending here wakes it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from callfleet.dispatch import hopper
 from callfleet.dispatch.engine import Engine, InProcessEngine
 from callfleet.dispatch.leader import Leader, NotLeaderError, PgLeader, SoloLeader
 from callfleet.dispatch.limits import TokenBuckets
+from callfleet.dispatch.postcall import PostcallWorker
 from callfleet.dispatch.runner import CallRunner
 from callfleet.dispatch.writer import GroupWriter
 from callfleet.metrics import DispatchMetrics
@@ -69,7 +71,8 @@ class Dispatcher:
         self.carrier = carrier
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.writer = GroupWriter(db)
-        self.runner = CallRunner(self.writer, carrier, settings, self.worker_id, self.wake)
+        self.postcall = PostcallWorker(self.writer, settings, self.worker_id)
+        self.runner = CallRunner(self.writer, carrier, settings, self.worker_id, self._call_ended)
         self.engine: Engine = engine or make_engine(settings, db, self.runner)
         self.metrics = DispatchMetrics()
         if leader is None:
@@ -94,6 +97,10 @@ class Dispatcher:
         """Run the next admission pass now (a slot freed, a batch arrived)."""
         self._wake.set()
 
+    def _call_ended(self) -> None:
+        self.wake()
+        self.postcall.wake()
+
     def request_hangup(self, call_id: str) -> bool:
         return self.engine.request_hangup(call_id)
 
@@ -104,6 +111,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         self.writer.start()
+        await self.postcall.start()
         await self.engine.open()
         await self.leader.start()
         self.metrics.leader.set(1.0 if self.leader.is_leader else 0.0)
@@ -129,6 +137,7 @@ class Dispatcher:
                 log.warning("dispatcher loops did not stop in time", loops=len(stuck))
         await self.leader.close()  # hand the hopper over at once
         await self.engine.shutdown(deadline_s)
+        await self.postcall.stop()
         self.writer.stop()
 
     async def admit_once(self) -> hopper.Admission:

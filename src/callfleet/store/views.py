@@ -139,6 +139,8 @@ def call_details(conn: Connection, call_id: str) -> dict[str, Any] | None:
             "analysis": row.analysis,
             "call_ended_by": row.call_ended_by,
             "disposition_tag": row.disposition_tag,
+            # Post-call work: null (none), "pending", "done" or "failed".
+            "postcall_state": row.postcall_state,
             "model": row.model,
             "latency_ms": row.latency,
             "_account_id": row.account_id,

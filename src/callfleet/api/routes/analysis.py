@@ -1,4 +1,9 @@
-"""`POST /v1/calls/{id}/analyze` and `POST /v1/batches/{id}/analyze`: LLM answers."""
+"""`POST /v1/calls/{id}/analyze` and `POST /v1/batches/{id}/analyze`: LLM answers.
+
+Both need an LLM (`CALLFLEET_LLM_BASE_URL`); without one they answer 400 naming that
+setting (after a 404 for an id that is not the account's), even for a batch with no
+ended call yet. An LLM that fails is a 502.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,12 @@ from fastapi import APIRouter, Request
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from callfleet.agent.analysis import AnalysisUnavailable, LlmError, analyze_transcript
+from callfleet.agent.analysis import (
+    AnalysisUnavailable,
+    LlmError,
+    analyze_transcript,
+    require_llm,
+)
 from callfleet.api.creating import read_json_object
 from callfleet.api.deps import AccountDep, RuntimeDep
 from callfleet.api.errors import ApiError
@@ -19,6 +29,13 @@ from callfleet.store.tables import batches, call_analyses, calls
 from callfleet.store.views import call_details
 
 router = APIRouter(tags=["analysis"])
+
+
+def _need_llm(runtime: Any) -> None:
+    try:
+        require_llm(runtime.settings)
+    except AnalysisUnavailable as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _questions(body: dict[str, Any]) -> tuple[str | None, list[list[str]]]:
@@ -102,6 +119,7 @@ async def analyze_call(
             return row.batch_id, _transcript(conn, call_id)
 
     batch_id, transcript = await run_in_threadpool(load)
+    _need_llm(runtime)
     answers = await _analyze(runtime, goal, questions, transcript)
     await run_in_threadpool(
         _store, runtime, account.id, call_id, batch_id, goal, questions, answers
@@ -141,6 +159,7 @@ async def analyze_batch(
             return [(i, _transcript(conn, i)) for i in ids]
 
     items = await run_in_threadpool(load)
+    _need_llm(runtime)
     answers: dict[str, list[Any]] = {}
     for call_id, transcript in items:
         answers[call_id] = await _analyze(runtime, goal, questions, transcript)
