@@ -1,12 +1,14 @@
 """A callfleet cluster of real processes, for the scale acceptance tests.
 
 `Cluster` runs `callfleet serve` (API + hopper, leader-elected) and `callfleet
-worker` subprocesses against one PostgreSQL database, with the procrastinate engine
-and the media-less phone simulator at a small time scale (calls last about 0.2 to
-0.6 s). Every worker appends each dial to one file (`CALLFLEET_SIMULATOR_DIAL_LOG`):
-that record, not our database, is what "never dialled twice" and "never above the
-cap" are checked against, alongside the `call_attempts` table. A small HTTP receiver
-counts the batch webhook's deliveries by `webhook-id`.
+worker` subprocesses against one PostgreSQL database, with the procrastinate engine,
+and `callfleet simulator` as the account's SIP trunk: the workers place real SIP
+calls (with RTP) to it, in its fast mode (answering numbers answer at once, stay up
+`--fast-hold-s`, then hang up), with the AI agent off. The simulator refuses with 503
+beyond the account's cap and writes its own record of every INVITE and call end
+(`--invite-log`): that record, not our database, is what "never dialled twice" and
+"never above the cap" are checked against, alongside the `call_attempts` table. A
+small HTTP receiver counts the batch webhook's deliveries by `webhook-id`.
 
 The other `test_scale_*.py` files import this module; its own tests check that the
 distributed mode refuses SQLite clearly, stop a batch live on a worker, and stop a
@@ -25,9 +27,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,27 @@ from conftest import free_port, wait_for
 
 BIN = Path(sys.executable).parent / "callfleet"
 ALWAYS = {"start": "00:00", "end": "24:00"}
+PEOPLE = range(40)
+"""Simulator numbers +1 NPA 555-01XX whose XX is a person: they answer."""
+REFUSING = tuple(xx for pair in zip(range(60, 70), range(80, 90), strict=True) for xx in pair)
+"""Busy (60-69) and declining (80-89) simulator numbers, alternating: an immediate
+non-2xx final in the fast mode."""
+SLOW_S = 5.0
+"""An answered call of the fast mode that takes longer than this from answer to end
+lost SIP messages on the way (a retransmission timer fired)."""
 
 
-def numbers(n: int) -> list[str]:
-    """`n` distinct simulator numbers that answer: people (00-39) and voicemail (40-59)."""
+def numbers(n: int, *, refusing_every: int = 0, endings: Iterable[int] = PEOPLE) -> list[str]:
+    """`n` distinct simulator numbers with the given endings, across area codes;
+    with `refusing_every=k`, every k-th is busy or declines instead."""
     codes = sorted(_geographic_area_codes())
-    return [f"+1{code}55501{xx:02d}" for code in codes for xx in range(60)][:n]
+    answering = iter([f"+1{code}55501{xx:02d}" for xx in endings for code in codes])
+    refusing = iter([f"+1{code}55501{xx:02d}" for code in codes for xx in REFUSING])
+    out = [
+        next(refusing if refusing_every and i % refusing_every == refusing_every - 1 else answering)
+        for i in range(n)
+    ]
+    return out
 
 
 @dataclass
@@ -67,6 +83,68 @@ class Proc:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class PhoneRecord:
+    """What the simulator received, read from its `--invite-log` (one JSON object a line)."""
+
+    invites: list[dict[str, Any]]
+    ends: dict[str, dict[str, Any]]
+    """By SIP Call-ID."""
+    peak: int
+    """The most calls the simulator held at once (its `max_concurrent_seen`)."""
+    rejected: int
+    """INVITEs it refused with 503 for being over `--max-concurrent`."""
+    summary: dict[str, Any] | None
+
+    @classmethod
+    def read(cls, path: Path) -> PhoneRecord:
+        invites: list[dict[str, Any]] = []
+        ends: dict[str, dict[str, Any]] = {}
+        peak = rejected = 0
+        summary = None
+        for line in path.read_text().splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break  # being written
+            entry = json.loads(line)
+            event = entry["event"]
+            if event == "invite":
+                invites.append(entry)
+            elif event == "end":
+                ends[entry["call_id"]] = entry
+            elif event == "peak":
+                peak = max(peak, entry["live"])
+            elif event == "rejected":
+                rejected = max(rejected, entry["rejected_over_capacity"])
+            elif event == "summary":
+                summary = entry
+        return cls(invites, ends, peak, rejected, summary)
+
+    def call_ids_by_number(self) -> dict[str, set[str]]:
+        """Number -> the distinct SIP Call-IDs of its INVITEs (re-INVITEs aside)."""
+        out: dict[str, set[str]] = {}
+        for invite in self.invites:
+            if not invite["in_dialog"]:
+                out.setdefault(invite["number"], set()).add(invite["call_id"])
+        return out
+
+    def transactions_by_call_id(self) -> Counter[str]:
+        """Call-ID -> how many INVITE transactions it opened (retransmissions aside, and
+        the ones answered with a 407 challenge, which the caller must repeat)."""
+        return Counter(
+            i["call_id"]
+            for i in self.invites
+            if not (i["in_dialog"] or i["retransmission"] or i["challenged"])
+        )
+
+    def answer_to_end(self) -> dict[str, float]:
+        """Call-ID -> seconds from the simulator's 200 OK to the call's end."""
+        return {
+            call_id: end["ended_at"] - end["answered_at"]
+            for call_id, end in self.ends.items()
+            if end["answered_at"] is not None
+        }
 
 
 class Receiver:
@@ -109,15 +187,15 @@ class Cluster:
     hung: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.dial_log = self.tmp / "dials.log"
+        self.invite_log = self.tmp / "invites.jsonl"
+        self.phones: Proc | None = None
         env = dict(os.environ)
         env.update(
             CALLFLEET_DATA_DIR=str(self.tmp),
             CALLFLEET_DATABASE_URL=self.db_url,
             CALLFLEET_ENGINE="procrastinate",
-            CALLFLEET_CARRIER="simulator-nomedia",
-            CALLFLEET_SIMULATOR_TIME_SCALE="0.01",
-            CALLFLEET_SIMULATOR_DIAL_LOG=str(self.dial_log),
+            CALLFLEET_CARRIER="sip",
+            CALLFLEET_AGENT_ENABLED="false",
             CALLFLEET_ACCOUNT_CONCURRENCY="20",
             CALLFLEET_DEFAULT_CPS="1000",
             CALLFLEET_HOPPER_INTERVAL_S="0.05",
@@ -183,6 +261,41 @@ class Cluster:
         wait_for(registered, timeout=60, interval=0.1)
         return proc
 
+    def simulator(self, cap: int | None = None, hold_s: float = 0.2) -> Proc:
+        """Start `callfleet simulator` in its fast mode (it starts up while the rest
+        does; `trunk_to_simulator` waits for it).
+
+        It refuses calls beyond `cap` (default: the account's) with 503, and
+        answering numbers hang up after `hold_s`."""
+        limit = cap if cap is not None else int(self.env["CALLFLEET_ACCOUNT_CONCURRENCY"])
+        self.phones = self._spawn("simulator", [
+            "simulator", "--port", "0", "--time-scale", "0", "--fast-hold-s", str(hold_s),
+            "--max-concurrent", str(limit), "--invite-log", str(self.invite_log),
+        ])  # fmt: skip
+        return self.phones
+
+    def trunk_to_simulator(self, api: Proc, key: str) -> None:
+        """Make the simulator (started now if not yet) the account's default SIP trunk."""
+        phones = self.phones or self.simulator()
+
+        def listening() -> dict[str, Any] | None:
+            assert phones.popen.poll() is None, f"simulator exited:\n{self.tail(phones)}"
+            if not self.invite_log.exists():
+                return None
+            first = self.invite_log.read_text().partition("\n")
+            return json.loads(first[0]) if first[1] else None
+
+        where = wait_for(listening, timeout=60, interval=0.05)
+        body = {"name": "simulator", "host": where["host"], "port": where["port"],
+                "transport": "udp", "cps": 1000, "default": True}  # fmt: skip
+        resp = httpx.post(
+            f"{api.base}/v1/trunks", headers={"authorization": key}, json=body, timeout=30
+        )
+        assert resp.status_code == 200, resp.text
+
+    def phone_record(self) -> PhoneRecord:
+        return PhoneRecord.read(self.invite_log)
+
     def _has_backend(self, pattern: str) -> bool:
         rows = self.pg(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s", pattern
@@ -217,7 +330,7 @@ class Cluster:
 
     def pg(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.db_url, autocommit=True, connect_timeout=5) as conn:
-            cur = conn.execute(query, args)  # type: ignore[arg-type]
+            cur = conn.execute(query, args)
             return cur.fetchall() if cur.description else []
 
     def leader_pid(self) -> int | None:
@@ -232,10 +345,14 @@ class Cluster:
             return None
         return int(str(rows[0][0]).rsplit(":", 1)[1])
 
-    def submit(self, api: Proc, key: str, count: int, **extra: Any) -> str:
+    def submit(
+        self, api: Proc, key: str, count: int, *, refusing_every: int = 0, **extra: Any
+    ) -> str:
         body = {
             "base_prompt": "Hi",
-            "call_data": [{"phone_number": n} for n in numbers(count)],
+            "call_data": [
+                {"phone_number": n} for n in numbers(count, refusing_every=refusing_every)
+            ],
             "calling_window": ALWAYS,
             **extra,
         }
@@ -255,20 +372,6 @@ class Cluster:
     def wait_ended(self, batch_id: str, count: int, timeout: float) -> None:
         wait_for(lambda: self.ended(batch_id) >= count, timeout=timeout, interval=0.1)
 
-    # -- the independent record
-
-    def dials(self) -> tuple[list[tuple[float, str, int]], dict[tuple[str, int], float]]:
-        """(starts as (time, call id, attempt), ends by (call id, attempt))."""
-        starts: list[tuple[float, str, int]] = []
-        ends: dict[tuple[str, int], float] = {}
-        for line in self.dial_log.read_text().splitlines():
-            parts = line.split()
-            if parts[0] == "start":
-                starts.append((float(parts[1]), parts[2], int(parts[3])))
-            elif parts[0] == "end":
-                ends[(parts[2], int(parts[3]))] = float(parts[1])
-        return starts, ends
-
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
     events = [(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals]
@@ -284,19 +387,40 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 class Verdict:
     calls: int
     interrupted: int
-    dial_peak: int
+    sip_calls: int
+    """Distinct SIP Call-IDs the simulator received for the batch's numbers."""
+    retransmitted: int
+    """INVITE retransmissions among them (UDP: Timer A fired before a response)."""
+    sim_peak: int
     db_peak: int
+    slowest_s: float
+    """The longest answer-to-end of an answered call, as the simulator saw it."""
+    slow: int
+    """Answered calls slower than `SLOW_S` from answer to end."""
     statuses: Counter[str]
 
 
+def _settle(cluster: Cluster, wanted: set[str], timeout: float = 3) -> PhoneRecord:
+    """The simulator's record once it shows an end for every Call-ID in `wanted` (it
+    polls its own state every 50 ms), or as it is after `timeout`: a call cut by a
+    killed worker may wait for an ACK that never comes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = cluster.phone_record()
+        if wanted <= set(record.ends) or time.monotonic() > deadline:
+            return record
+        time.sleep(0.05)
+
+
 def check_batch(cluster: Cluster, batch_id: str, count: int, cap: int) -> Verdict:
-    """Every promise of the issue, from the dial record and from the database."""
+    """Every promise of the issue, from the simulator's own record and from the database."""
     with cluster.db.read() as conn:
         rows = conn.execute(
-            sa.select(calls.c.id, calls.c.state, calls.c.status, calls.c.error_message).where(
-                calls.c.batch_id == batch_id
-            )
-        ).all()
+            sa.select(
+                calls.c.id, calls.c.to_number, calls.c.state, calls.c.status,
+                calls.c.error_message,
+            ).where(calls.c.batch_id == batch_id)
+        ).all()  # fmt: skip
         attempts = conn.execute(
             sa.select(
                 call_attempts.c.call_id,
@@ -321,43 +445,57 @@ def check_batch(cluster: Cluster, batch_id: str, count: int, cap: int) -> Verdic
     assert len(rows) == count
     assert {r.state for r in rows} == {"ended"}, Counter(r.state for r in rows)
     assert tuple(batch_status) == ("completed", 0)
-    # No (call, attempt) dialled twice: the carrier's own record ...
-    starts, ends = cluster.dials()
-    mine = [(t, c, a) for t, c, a in starts if c in ids]
-    per_attempt = Counter((c, a) for _, c, a in mine)
-    twice = {k: n for k, n in per_attempt.items() if n > 1}
-    assert not twice, f"dialled twice: {twice}"
-    # ... and the database's. Each dial has its claimed attempt; a call whose worker
-    # died between claim and dial has an attempt row and no dial (it is interrupted).
-    claimed = {(a.call_id, a.attempt) for a in attempts}
-    assert len(claimed) == len(attempts)
-    assert set(per_attempt) <= claimed
-    assert {a.call_id for a in attempts} <= ids
-    # The account's cap held where the carrier sees calls. A dial with no end line
-    # died with its worker: it counts until the database ended it.
-    db_end = {(a.call_id, a.attempt): a.ended_at for a in attempts}
-    spans = []
-    for t, c, a in mine:
-        end = ends.get((c, a))
-        if end is None:
-            ended_at: datetime | None = db_end.get((c, a))
-            end = ended_at.timestamp() if ended_at is not None else time.time()
-        spans.append((t, end))
-    dial_peak = max_overlap(spans)
+    claimed = Counter(a.call_id for a in attempts)
+    assert len({(a.call_id, a.attempt) for a in attempts}) == len(attempts)
+    assert set(claimed) <= ids
+
+    # No number got two INVITEs for one attempt: what the simulator received. Each
+    # number is one call of this batch, and each attempt one SIP Call-ID, so a number
+    # has as many Call-IDs as the call has attempts. A call whose worker was killed
+    # may have claimed an attempt and died before its INVITE left: fewer, never more.
+    by_number = {r.to_number: r for r in rows}
+    assert len(by_number) == count, "the batch's numbers should be distinct"
+    record = cluster.phone_record()
+    received = {n: c for n, c in record.call_ids_by_number().items() if n in by_number}
+    record = _settle(cluster, set().union(*received.values()) if received else set())
+    received = {n: c for n, c in record.call_ids_by_number().items() if n in by_number}
+    mismatched = {}
+    for number, row in by_number.items():
+        got, want = len(received.get(number, ())), claimed[row.id]
+        cut = bool(row.error_message and "Interrupted" in row.error_message)
+        if got > want or (got < want and not cut):
+            mismatched[number] = (got, want, row.status, row.error_message)
+    assert not mismatched, f"(Call-IDs received, attempts claimed): {mismatched}"
+    mine = set().union(*received.values()) if received else set()
+    transactions = record.transactions_by_call_id()
+    twice = {c: n for c, n in transactions.items() if c in mine and n != 1}
+    assert not twice, f"one attempt, several INVITE transactions: {twice}"
+
+    # The account's cap held where the carrier sees calls: the simulator's own
+    # high-water mark, and it never had to refuse a call for being over it.
+    assert record.peak <= cap, f"the simulator held {record.peak} calls at once, cap {cap}"
+    assert record.rejected == 0, f"{record.rejected} INVITEs refused with 503 (over the cap)"
     db_spans = [
         (a.started_at.timestamp(), (a.ended_at or a.started_at).timestamp()) for a in attempts
     ]
     db_peak = max_overlap(db_spans)
-    assert dial_peak <= cap, f"{dial_peak} calls in the air, cap {cap}"
     assert db_peak <= cap, f"{db_peak} attempts at once in call_attempts, cap {cap}"
     # The batch webhook was written exactly once.
     assert len(deliveries) == 1, f"{len(deliveries)} batch.completed deliveries"
+
+    durations = [s for c, s in record.answer_to_end().items() if c in mine]
     interrupted = sum(1 for r in rows if r.error_message and "Interrupted" in r.error_message)
     return Verdict(
         calls=len(rows),
         interrupted=interrupted,
-        dial_peak=dial_peak,
+        sip_calls=len(mine),
+        retransmitted=sum(
+            1 for i in record.invites if i["call_id"] in mine and i["retransmission"]
+        ),
+        sim_peak=record.peak,
         db_peak=db_peak,
+        slowest_s=max(durations, default=0.0),
+        slow=sum(1 for s in durations if s > SLOW_S),
         statuses=Counter(str(r.status) for r in rows),
     )
 
@@ -403,26 +541,32 @@ def test_distributed_mode_refuses_sqlite(tmp_path: Path) -> None:
     assert b"needs PostgreSQL" in worker.stderr
 
 
-def test_the_dial_log_records_each_dial(cluster: Cluster, receiver: Receiver) -> None:
+def test_the_simulator_records_each_call_over_sip(cluster: Cluster, receiver: Receiver) -> None:
+    cluster.simulator()
     key = cluster.new_key()
     api = cluster.serve()
+    cluster.trunk_to_simulator(api, key)
     cluster.worker("w1", concurrency=10)
-    batch_id = cluster.submit(api, key, 30, batch_webhook=f"{receiver.url}/batch")
+    batch_id = cluster.submit(api, key, 30, refusing_every=5, batch_webhook=f"{receiver.url}/batch")
     cluster.wait_ended(batch_id, 30, timeout=60)
     verdict = check_batch(cluster, batch_id, 30, cap=20)
     wait_webhook_once(receiver)
-    starts, ends = cluster.dials()
-    assert len(starts) == len(ends) == 30
+    record = cluster.phone_record()
+    assert verdict.sip_calls == len(record.ends) == 30  # one SIP call a number, each ended
     assert verdict.interrupted == 0
-    assert json.dumps(dict(verdict.statuses))
+    assert verdict.statuses == {"completed": 24, "busy": 3, "declined": 3}, verdict
+    answered = [e for e in record.ends.values() if e["status"] == 200]
+    assert len(answered) == 24 and {e["ended_by"] for e in answered} == {"simulator"}
+    assert verdict.slow == 0, f"answer to end took up to {verdict.slowest_s:.1f} s"
 
 
 def test_stopping_a_batch_hangs_up_calls_live_on_a_worker(cluster: Cluster) -> None:
     # Heartbeats every 10 s: a quick hangup can only come from procrastinate's abort.
     cluster.env["CALLFLEET_LEASE_S"] = "30"
-    cluster.env["CALLFLEET_SIMULATOR_TIME_SCALE"] = "0.5"  # calls of 13 s and more
+    cluster.simulator(hold_s=30)  # the phones would talk for 30 s
     key = cluster.new_key()
     api = cluster.serve()
+    cluster.trunk_to_simulator(api, key)
     cluster.worker("w1", concurrency=10)
     batch_id = cluster.submit(api, key, 6)
     wait_for(
@@ -439,14 +583,18 @@ def test_stopping_a_batch_hangs_up_calls_live_on_a_worker(cluster: Cluster) -> N
     assert took < 5, f"live calls took {took:.1f} s to hang up"
     aborted = cluster.pg("SELECT count(*) FROM procrastinate_jobs WHERE status = 'aborted'")
     assert aborted[0][0] >= 4
+    # Our side hung up: a BYE reached the phones for each answered call.
+    ends = _settle(cluster, set(cluster.phone_record().ends) | _live_call_ids(cluster)).ends
+    assert sum(1 for e in ends.values() if e["ended_by"] == "caller") >= 4
 
 
 def test_sigterm_stops_a_worker_gracefully(cluster: Cluster) -> None:
-    cluster.env["CALLFLEET_SIMULATOR_TIME_SCALE"] = "0.5"  # calls of 13 s and more
     cluster.env["CALLFLEET_WORKER_SHUTDOWN_DEADLINE_S"] = "2"
     cluster.env["CALLFLEET_LEASE_S"] = "30"
+    cluster.simulator(hold_s=30)  # the phones would talk for 30 s
     key = cluster.new_key()
     api = cluster.serve()
+    cluster.trunk_to_simulator(api, key)
     doomed = cluster.worker("w1", concurrency=10)
     batch_id = cluster.submit(api, key, 4)
     wait_for(
@@ -465,3 +613,10 @@ def test_sigterm_stops_a_worker_gracefully(cluster: Cluster) -> None:
     assert [r[0] for r in rows] == ["ended"] * 4
     assert {r[2] for r in rows} == {SHUTDOWN_NOTE}
     assert {r[1] for r in rows} == {"completed"}
+    ends = _settle(cluster, _live_call_ids(cluster)).ends
+    assert [e["ended_by"] for e in ends.values()] == ["caller"] * 4  # our BYE, not theirs
+
+
+def _live_call_ids(cluster: Cluster) -> set[str]:
+    """SIP Call-IDs the simulator received, of calls it has not seen end (yet)."""
+    return {c for ids in cluster.phone_record().call_ids_by_number().values() for c in ids}

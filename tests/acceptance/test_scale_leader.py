@@ -1,6 +1,8 @@
 """The leader dies: two `callfleet serve` processes share the database; the one holding
 the hopper's advisory lock is killed with SIGKILL mid-batch; the other takes over
-admission within seconds and the batch completes with every promise intact.
+admission within seconds and the batch completes with every promise intact, checked
+against what `callfleet simulator` (the account's SIP trunk, in its fast mode)
+received.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ def test_the_leader_dies_and_another_api_process_takes_over(
     cluster: Cluster,  # noqa: F811
     receiver: Receiver,  # noqa: F811
 ) -> None:
+    cluster.simulator()
     key = cluster.new_key()
     first = cluster.serve("api1")
     second = cluster.serve("api2")
+    cluster.trunk_to_simulator(first, key)
     cluster.worker("w1", concurrency=15)
     cluster.worker("w2", concurrency=15)
     by_pid = {first.pid: first, second.pid: second}
@@ -54,4 +58,8 @@ def test_the_leader_dies_and_another_api_process_takes_over(
     wait_webhook_once(receiver)
     assert verdict.interrupted == 0  # the workers were untouched: no call was cut
     assert takeover < 5
-    print(f"takeover in {takeover:.2f} s; peak {verdict.dial_peak}; {dict(verdict.statuses)}")
+    assert verdict.sip_calls == CALLS  # one SIP call a number
+    print(
+        f"takeover in {takeover:.2f} s; peak {verdict.sim_peak}; slowest answer-to-end "
+        f"{verdict.slowest_s:.2f} s; {dict(verdict.statuses)}"
+    )
