@@ -24,16 +24,19 @@ import sqlalchemy as sa
 
 from callfleet.config import Settings
 from callfleet.dispatch import lifecycle
+from callfleet.dispatch.hopper import Job
 from callfleet.dispatch.postcall import (
     FAILURE_PREFIX,
     PostcallOptions,
     PostcallWorker,
     claim_due,
 )
+from callfleet.dispatch.procrastinate_engine import ProcrastinateEngine, ensure_schema
 from callfleet.dispatch.writer import GroupWriter
 from callfleet.store.accounts import create_account
 from callfleet.store.db import Database
 from callfleet.store.ids import new_id
+from callfleet.store.migrate import migrate
 from callfleet.store.tables import batches, calls, webhook_deliveries
 from callfleet.telephony.carrier import (
     AnsweredBy,
@@ -44,6 +47,7 @@ from callfleet.telephony.carrier import (
     Outcome,
     TranscriptTurn,
 )
+from callfleet.worker import CallWorker
 from conftest import Server, free_port, wait_for
 
 OPEN = {"start": "00:00", "end": "24:00"}
@@ -492,6 +496,47 @@ def test_a_clean_stop_hands_its_work_back_at_once(
     asyncio.run(scenario())
     assert _row(db, calls, call_id).postcall_state == "done"
     assert len(_deliveries(db, "call.completed")) == 1
+
+
+def test_a_procrastinate_worker_does_the_post_call_work_of_its_calls(
+    pg_url: str, tmp_path: Any, llm: FakeLlm
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=pg_url,
+        engine="procrastinate",
+        default_cps=1000,
+        worker_stalled_s=1.0,
+        llm_base_url=llm.url,
+        log_level="warning",
+    )
+    db = Database(settings.sqlalchemy_url)
+    migrate(db)
+    ensure_schema(db)
+    try:
+        call_id, _batch = _insert_call(db, webhook="http://hooks.example", params={})
+        engine = ProcrastinateEngine(settings, db)
+        with db.write() as conn:
+            engine.enqueue(conn, [Job(call_id, 1)])
+        worker = CallWorker(settings, concurrency=2, carrier=TalkingCarrier())
+
+        async def scenario() -> None:
+            task = asyncio.create_task(worker.run())
+            try:
+                deadline = time.monotonic() + 30
+                while _row(db, calls, call_id).postcall_state != "done":
+                    assert time.monotonic() < deadline, "the worker did not summarize its call"
+                    await asyncio.sleep(0.05)
+            finally:
+                worker.stop()
+                await asyncio.wait_for(task, 30)
+
+        asyncio.run(scenario())
+        assert _row(db, calls, call_id).summary == REPLY["summary"]
+        assert len(_deliveries(db, "call.completed")) == 1
+        assert len(llm.requests) == 1
+    finally:
+        db.dispose()
 
 
 # -- failures and the absence of an LLM --------------------------------------------------
