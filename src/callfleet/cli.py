@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import sqlalchemy as sa
 import typer
 import uvicorn
 from pydantic import ValidationError
@@ -164,6 +165,27 @@ DEMO_PROMPT = (
     "You are calling {{business}} to renew their subscription to {{service}} before it "
     "expires on {{date}}."
 )
+# What the agent says on each call. With an LLM configured (CALLFLEET_LLM_BASE_URL)
+# the prompt drives the conversation after the first sentence; without one the
+# scripted policy says these lines turn by turn (and the call is labelled
+# `model: "scripted"`).
+DEMO_FIELDS: dict[str, Any] = {
+    "first_sentence": (
+        "Hi, this is Alex calling for {{business}} about your {{service}} subscription."
+    ),
+    "script": [
+        "It expires on {{date}}. Would you like to renew it today?",
+        "Great, I have noted that. You will get a confirmation by email.",
+    ],
+    "voicemail_action": "leave_message",
+    "voicemail_message": (
+        "Hi, this is Alex calling for {{business}}: your {{service}} subscription expires "
+        "on {{date}}. Please call us back to renew it. Goodbye."
+    ),
+    "record": True,
+    "answered_by_enabled": True,
+    "max_duration": 2,
+}
 
 
 def _free_port() -> int:
@@ -175,13 +197,17 @@ def _free_port() -> int:
 @app.command()
 def demo(
     speed: Annotated[
-        float, typer.Option(help="How much faster than real time the simulated phones run.")
-    ] = 4.0,
+        float,
+        typer.Option(
+            help="How much faster than real time the simulated phones ring (speech is "
+            "always real time)."
+        ),
+    ] = 2.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the batch details as JSON.")
     ] = False,
 ) -> None:
-    """Start callfleet and send a demonstration batch to the phone simulator's numbers."""
+    """Start callfleet and call the phone simulator's people: real SIP, RTP and the AI agent."""
     from callfleet.api.app import create_app
 
     scale = 1.0 / speed if speed > 0 else 0.0
@@ -211,7 +237,7 @@ def demo(
     try:
         with httpx.Client(base_url=base, headers={"authorization": key}, timeout=30) as client:
             _wait_up(client)
-            _run_demo(client, as_json)
+            _run_demo(client, as_json, db)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -229,13 +255,13 @@ def _wait_up(client: httpx.Client) -> None:
     raise RuntimeError("the demo server did not start")
 
 
-def _run_demo(client: httpx.Client, as_json: bool) -> None:
+def _run_demo(client: httpx.Client, as_json: bool, db: Database) -> None:
     body = {
         "base_prompt": DEMO_PROMPT,
         "call_data": DEMO_ROWS,
         "label": "callfleet demo",
-        "answered_by_enabled": True,
         "calling_window": {"start": "00:00", "end": "24:00"},
+        **DEMO_FIELDS,
     }
     sent = client.post("/v1/batches", json=body).json()
     if sent.get("status") != "success":
@@ -244,7 +270,10 @@ def _run_demo(client: httpx.Client, as_json: bool) -> None:
     batch_id = sent["batch_id"]
     total = sent["call_count"]
     if not as_json:
-        console.print(f"Sent batch [bold]{batch_id}[/bold]: {total} calls to simulated phones.")
+        console.print(
+            f"Sent batch [bold]{batch_id}[/bold]: {total} calls to simulated phones "
+            "(people, a voicemail box, a busy line, no answer, ...)."
+        )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -262,27 +291,63 @@ def _run_demo(client: httpx.Client, as_json: bool) -> None:
             if done >= total:
                 break
             time.sleep(0.5)
+    calls_ = [client.get(f"/v1/calls/{c['call_id']}").json() for c in details["call_data"]]
     if as_json:
+        details["call_data"] = calls_
         typer.echo(json.dumps(details, indent=2))
         return
-    table = Table(title=f"Batch {batch_id}")
-    for col in ("to", "business", "status", "answered_by", "length (s)", "note"):
-        table.add_column(col)
+    _print_demo(batch_id, calls_, details["analysis"], db)
+
+
+def _print_demo(
+    batch_id: str, calls_: list[dict[str, Any]], analysis: dict[str, Any], db: Database
+) -> None:
+    from callfleet.store.tables import calls as calls_table
+
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(calls_table.c.id, calls_table.c.recording_path).where(
+                calls_table.c.batch_id == batch_id
+            )
+        ).all()
+    paths: dict[str, str | None] = {row.id: row.recording_path for row in rows}
     by_number = {row["phone_number"]: row for row in DEMO_ROWS}
-    for call in details["call_data"]:
-        note = call["error_message"] or " ".join(t["text"] for t in call.get("transcripts", []))
+    table = Table(title=f"Batch {batch_id}")
+    for col in ("to", "business", "status", "answered_by", "length (s)", "latency p50"):
+        table.add_column(col)
+    for call in calls_:
+        latency = call.get("latency_ms") or {}
         table.add_row(
             call["to"],
             str(by_number.get(call["to"], {}).get("business", "")),
             str(call["status"]),
             call["answered_by"] or "-",
             f"{call['call_length'] * 60:.0f}",
-            note[:70],
+            f"{latency['p50'] / 1000:.2f} s" if latency.get("p50") else "-",
         )
     console.print(table)
+    for call in calls_:
+        turns = call.get("transcripts") or []
+        if not turns and not call["error_message"]:
+            continue
+        console.rule(f"{call['to']}  {call['status']}  (model: {call.get('model') or '-'})")
+        for turn in turns:
+            colour = {"assistant": "cyan", "user": "green"}.get(turn["user"], "dim")
+            console.print(f"[{colour}]{turn['user']:>9}[/{colour}]  {turn['text']}")
+        if call["error_message"]:
+            console.print(f"[dim]    note  {call['error_message']}[/dim]")
+        if paths.get(call["call_id"]):
+            console.print(f"[dim]recording  {paths[call['call_id']]}[/dim]")
+    batch_latency = analysis.get("latency_ms") or {}
+    if batch_latency:
+        console.print(
+            f"Voice-to-voice latency over the batch: p50 {batch_latency['p50'] / 1000:.2f} s, "
+            f"p95 {batch_latency['p95'] / 1000:.2f} s ({batch_latency['replies']} replies)."
+        )
     console.print(
         "Every call went over SIP and RTP on loopback to the built-in phone simulator "
-        "(see the README's test-number table)."
+        "(see the README's test-number table); the agent's STT, TTS and (when configured) "
+        "LLM ran on this machine."
     )
 
 

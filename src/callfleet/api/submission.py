@@ -255,11 +255,13 @@ def prepare_calls(
         variables = {**shared_vars, **(overrides.get("request_data") or {}), **props}
         try:
             task = render(base_prompt, variables)
-            rendered = {
+            rendered: dict[str, Any] = {
                 name: render(str(params[name]), variables)
                 for name in RENDERED_FIELDS
                 if params.get(name)
             }
+            if isinstance(params.get("script"), list):
+                rendered["script"] = [render(str(line), variables) for line in params["script"]]
         except MissingVariables as exc:
             names = ", ".join(exc.names)
             row_errors.append(

@@ -28,6 +28,7 @@ from pipecat.services.tts_service import TTSService
 __all__ = ["UtteranceTTSService", "apply_pronunciation", "speakable"]
 
 _WORD = re.compile(r"[A-Za-z0-9]")
+_SILENT_CONTEXT_S = 20.0
 
 
 def speakable(text: str) -> str | None:
@@ -54,6 +55,11 @@ class UtteranceTTSService(TTSService):
         super().__init__(
             push_start_frame=True,
             push_stop_frames=True,
+            # pipecat ends a turn's audio as "silent" after this long without a frame.
+            # A whole sentence comes as one frame, after a shared Piper has served the
+            # other calls' sentences queued before it: give it time (the normal end of
+            # a turn is signalled explicitly, not by this timeout).
+            stop_frame_timeout_s=_SILENT_CONTEXT_S,
             settings=TTSSettings(model=None, voice=voice, language=None),
             **kwargs,
         )

@@ -48,7 +48,7 @@ __all__ = ["SipCarrier", "SipCarrierConfig"]
 
 log = logging.getLogger(__name__)
 _RELEASE_TIMEOUT_S = 5.0
-_AGENT_STOP_S = 8.0
+_AGENT_STOP_S = 15.0
 """How long an agent gets to wrap up (close its recording) after the call ended."""
 
 
