@@ -212,12 +212,13 @@ def record_result(
     return True
 
 
-def release(conn: Connection, call_ids: list[str], worker: str, now: datetime) -> int:
-    """Hand rows this worker holds back (due now), e.g. when it stops."""
+def release(conn: Connection, worker: str, now: datetime) -> int:
+    """Hand every row this worker holds back (due now), e.g. when it stops."""
     res = conn.execute(
         sa.update(calls)
         .where(
-            calls.c.id.in_(call_ids),
+            calls.c.state == "ended",
+            calls.c.lease_until.is_not(None),  # through the (state, lease_until) index
             calls.c.lease_owner == worker,
             calls.c.postcall_state == "pending",
         )
@@ -258,7 +259,7 @@ class PostcallWorker:
 
     async def stop(self) -> None:
         """Stop; work in hand is abandoned and its rows handed back for another process."""
-        held, worker = list(self._held), self.worker_id
+        worker = self.worker_id
         tasks = [t for t in (self._task, *self._held.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -266,12 +267,14 @@ class PostcallWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._held.clear()
-        if held:
+        if self._task is not None:
+            # Also rows a claim cancelled mid-flight committed without our knowing.
             try:
                 async with asyncio.timeout(5):
-                    await self.writer.run(lambda conn: release(conn, held, worker, _now()))
+                    await self.writer.run(lambda conn: release(conn, worker, _now()))
             except Exception:
                 log.warning("could not hand post-call work back; its lease will expire")
+            self._task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
