@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field, ValidationInfo, field_validator
@@ -99,6 +99,17 @@ class Settings(BaseSettings):
     """`piper-local` (offline, default; falls back to `espeak`), `espeak`, `elevenlabs`,
     `cartesia`, `openai`."""
     whisper_threads: int = Field(default=2, ge=1)
+    tts_voice: str | None = None
+    """Default voice of a hosted TTS provider (a call's `voice` overrides it)."""
+    stt_model: str | None = None
+    tts_model: str | None = None
+    """Model names for hosted STT/TTS providers (each has a sensible default)."""
+    deepgram_api_key: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    """For the `openai` STT/TTS providers; defaults to the LLM's base URL when set."""
+    elevenlabs_api_key: str | None = None
+    cartesia_api_key: str | None = None
 
     log_level: str = "info"
 
@@ -114,6 +125,36 @@ class Settings(BaseSettings):
                 f"got {value.split(':', 1)[0]!r}"
             )
         return value
+
+    @field_validator("stt_provider")
+    @classmethod
+    def _check_stt(cls, value: str) -> str:
+        known = ("whisper-local", "deepgram", "openai")
+        if value not in known:
+            raise ValueError(f"CALLFLEET_STT_PROVIDER must be one of {', '.join(known)}")
+        return value
+
+    @field_validator("tts_provider")
+    @classmethod
+    def _check_tts(cls, value: str) -> str:
+        known = ("piper-local", "espeak", "openai", "elevenlabs", "cartesia")
+        if value not in known:
+            raise ValueError(f"CALLFLEET_TTS_PROVIDER must be one of {', '.join(known)}")
+        return value
+
+    @property
+    def speech_provider_extra(self) -> dict[str, Any]:
+        """What the hosted speech providers read (`callfleet.agent.providers.hosted`)."""
+        return {
+            "deepgram_api_key": self.deepgram_api_key,
+            "openai_api_key": self.openai_api_key,
+            "openai_base_url": self.openai_base_url or self.llm_base_url,
+            "elevenlabs_api_key": self.elevenlabs_api_key,
+            "cartesia_api_key": self.cartesia_api_key,
+            "tts_voice": self.tts_voice,
+            "stt_model": self.stt_model,
+            "tts_model": self.tts_model,
+        }
 
     @field_validator("engine")
     @classmethod

@@ -14,8 +14,11 @@ policy. `callfleet.agent.testing.FakeEngines` is the fake for unit tests.
 | `llm_base_url`               | unset         | `ScriptedPolicy` (`model: "scripted"`)        |
 |                              | a URL         | `OpenAILLMService` against that endpoint      |
 
-Hosted providers (deepgram, openai STT/TTS, elevenlabs, cartesia) are not wired
-yet; asking for one raises `ValueError` naming what is supported.
+|                              | deepgram, openai | hosted STT (`providers/hosted.py`)   |
+|                              | openai, elevenlabs, cartesia | hosted TTS               |
+
+A provider that is not known, or a hosted one without its API key, raises
+`ValueError` at construction (start-up), naming what to set.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from callfleet.agent.options import AgentOptions, ProviderSettings
 from callfleet.agent.providers.espeak_tts import EspeakTTS, espeak_path
+from callfleet.agent.providers.hosted import (
+    HOSTED_STT,
+    HOSTED_TTS,
+    check_hosted,
+    hosted_stt,
+    hosted_tts,
+)
 from callfleet.agent.providers.openai_llm import openai_compatible_llm
 from callfleet.agent.providers.piper_tts import PiperProcess, PiperTTS, PiperUnavailable
 from callfleet.agent.providers.scripted_llm import SCRIPTED_MODEL, ScriptedPolicy
@@ -40,8 +50,8 @@ __all__ = ["STT_PROVIDERS", "TTS_PROVIDERS", "Engines", "LocalEngines"]
 
 log = logging.getLogger(__name__)
 
-STT_PROVIDERS = ("whisper-local",)
-TTS_PROVIDERS = ("piper-local", "espeak")
+STT_PROVIDERS = ("whisper-local", *HOSTED_STT)
+TTS_PROVIDERS = ("piper-local", "espeak", *HOSTED_TTS)
 
 
 class Engines(Protocol):
@@ -68,6 +78,8 @@ class LocalEngines:
             raise ValueError(f"STT provider {self.settings.stt!r}: supported are {STT_PROVIDERS}")
         if self.settings.tts not in TTS_PROVIDERS:
             raise ValueError(f"TTS provider {self.settings.tts!r}: supported are {TTS_PROVIDERS}")
+        for provider in (self.settings.stt, self.settings.tts):
+            check_hosted(provider, self.settings.extra)
         self._piper: PiperProcess | None = None
         self._tts = self.settings.tts
 
@@ -82,7 +94,8 @@ class LocalEngines:
 
     def start(self) -> None:
         """Load Whisper, start Piper (falling back to espeak-ng) and log what runs."""
-        load_whisper(self.settings.whisper_threads)
+        if self.settings.stt == "whisper-local":
+            load_whisper(self.settings.whisper_threads)
         if self._tts == "piper-local":
             try:
                 self._piper = PiperProcess()
@@ -106,10 +119,17 @@ class LocalEngines:
             self._piper = None
 
     def stt(self, options: AgentOptions) -> FrameProcessor:
+        if self.settings.stt in HOSTED_STT:
+            return hosted_stt(
+                self.settings.stt, self.settings.extra,
+                language=options.language, keywords=options.keywords,
+            )  # fmt: skip
         model = load_whisper(self.settings.whisper_threads)
         return LocalWhisperSTT(model=model, keywords=options.keywords, language=options.language)
 
     def tts(self, options: AgentOptions) -> FrameProcessor:
+        if self._tts in HOSTED_TTS:
+            return hosted_tts(self._tts, self.settings.extra, voice=options.voice)
         if self._tts == "piper-local":
             if self._piper is None:
                 self._piper = PiperProcess()

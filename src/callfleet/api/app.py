@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import structlog
 from fastapi import FastAPI
@@ -49,7 +50,10 @@ def make_carrier(settings: Settings) -> Carrier:
         from callfleet.agent.options import ProviderSettings
         from callfleet.agent.runtime import AgentRuntime
 
-        media = AgentRuntime(ProviderSettings.from_settings(settings))
+        providers = replace(
+            ProviderSettings.from_settings(settings), extra=settings.speech_provider_extra
+        )
+        media = AgentRuntime(providers)
     sip = SipCarrier(
         SipCarrierConfig(
             bind_host=settings.sip_bind_host,
