@@ -190,8 +190,7 @@ class SimulatedCall:
     """A person's lines as it started saying them (the greeting first)."""
     latencies_ms: list[float] = field(default_factory=list)
     """For each line a person finished with the caller quiet: the delay from its last
-    frame sent to the onset of the caller's next speech, in ms (both jitter buffers
-    included)."""
+    frame sent to the arrival of the caller's next speech, in ms."""
     barge_in_stop_ms: float | None = None
     """Barge-in numbers: from the start of the line said over the caller to the
     caller's audio going quiet, in ms; None if it never did (or no barge-in)."""
@@ -685,8 +684,10 @@ class _Session:
         heard = self.record.heard
         if len(heard) < self._hear_limit:
             heard.extend(frame[: self._hear_limit - len(heard)])
-        if self.conversation is not None:
-            self.conversation.hear(frame)
+        if self.conversation is not None and self.rtp is not None:
+            # the frame played now arrived about as many ticks ago as there are frames
+            # queued behind it in the jitter buffer
+            self.conversation.hear(frame, age_s=len(self.rtp.jitter) * voices.FRAME_S)
 
     async def hangup(self) -> None:
         """Our BYE, once the 2xx was ACKed (or its retransmissions gave up)."""

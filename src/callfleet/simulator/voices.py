@@ -15,9 +15,10 @@ audio is clean TTS, so a fixed level works) finds the caller's talk spurts, and
 once one is followed by `end_of_turn_s` of quiet the next line is said. It never
 starts a line while the caller is talking. For every line it measures the delay
 from the last frame it sent to the first frame of the caller's speech after it
-(`latencies_ms`); that includes both jitter buffers on the way, a few tens of ms
-on loopback. With a barge-in line it talks over the caller's first long spurt
-and measures how long the caller took to fall quiet (`barge_in_stop_ms`).
+(`latencies_ms`), timed at the caller audio's arrival: the caller's own receive
+buffer counts, ours does not. With a barge-in line it talks over the caller's
+first long spurt and measures how long the caller took to fall quiet
+(`barge_in_stop_ms`).
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ FRAME_S = audio.FRAME_SAMPLES / audio.SAMPLE_RATE
 _FULL_SCALE = 32768.0
 _PEAK = 0.6
 """Renders are scaled to this peak (of full scale): a normal phone level, never clipping."""
-_TRIM_DBFS = -46.0
-"""Frames quieter than this at either end of a render are cut (below `speech_dbfs`)."""
+SPEECH_DBFS = -40.0
+"""A 20 ms frame at or above this RMS level is speech. Renders are trimmed to their
+first and last such frame, so a line's last frame sent is the end of its speech."""
 _FADE_SAMPLES = 40
 _CACHE_SIZE = 512
 _ESPEAK_TIMEOUT_S = 30.0
@@ -188,7 +190,7 @@ def _to_phone(samples: Samples) -> bytes:
     x = np.concatenate((x, np.zeros(-len(x) % n)))
     frames = x.reshape(-1, n)
     level = np.sqrt(np.mean(frames * frames, axis=1)) / _FULL_SCALE
-    loud = np.flatnonzero(level >= 10 ** (_TRIM_DBFS / 20))
+    loud = np.flatnonzero(level >= 10 ** (SPEECH_DBFS / 20))
     if loud.size == 0:
         return b""
     x = frames[loud[0] : loud[-1] + 1].reshape(-1).copy()
@@ -273,7 +275,7 @@ class Utterance:
 
 @dataclass(frozen=True)
 class TurnTaking:
-    speech_dbfs: float = -40.0
+    speech_dbfs: float = SPEECH_DBFS
     """A received 20 ms frame at or above this RMS level is the caller speaking."""
     end_of_turn_s: float = 0.8
     """Quiet after the caller's speech that ends their turn (the VAD's hangover)."""
@@ -323,6 +325,7 @@ class Conversation:
         self._talking = False
         self._spurt_start = 0.0
         self._last_speech = 0.0
+        self._loud_played_at = -math.inf
 
     @property
     def speaking(self) -> bool:
@@ -372,7 +375,7 @@ class Conversation:
             return greeting if greeting.pcm else None
         barge_in = self._barge_in
         due = now - self._spurt_start >= self.options.barge_in_after_s - 1e-9
-        audible = now - self._last_speech <= 2 * FRAME_S + 1e-9  # not in a pause
+        audible = now - self._loud_played_at <= 2 * FRAME_S + 1e-9  # not in a pause
         if barge_in is not None and self._talking and due and audible:
             self._barge_in = None
             self._barge_onset = now
@@ -390,8 +393,14 @@ class Conversation:
 
     # -- listening -----------------------------------------------------------------------
 
-    def hear(self, frame: bytes) -> None:
-        now = self._clock()
+    def hear(self, frame: bytes, *, age_s: float = 0.0) -> None:
+        """The caller's next 20 ms; `age_s` is how long ago it arrived (our jitter buffer).
+
+        Timings are taken at arrival, so our own playout delay is not counted
+        against the caller.
+        """
+        played = self._clock()
+        now = played - age_s
         samples = np.frombuffer(frame[: len(frame) & ~1], dtype="<i2").astype(np.float64)
         loud = samples.size > 0 and float(np.dot(samples, samples)) / samples.size >= (
             self._threshold
@@ -404,6 +413,7 @@ class Conversation:
                     self.latencies_ms.append(round((now - self._measure_from) * 1000, 1))
                     self._measure_from = None
             self._last_speech = now
+            self._loud_played_at = played
         elif self._talking and now - self._last_speech >= self.options.end_of_turn_s - 1e-9:
             self._spurt_ended()
 
