@@ -2,26 +2,127 @@
 
 `AgentOptions.from_params` reads the call's Send Call fields (the dict the
 dispatcher puts in `DialRequest.params`); unknown keys are ignored so the API can
-grow without breaking the agent. `ProviderSettings` is the process-wide choice of
-STT, TTS and LLM, filled from `callfleet.config.Settings` by the runner.
+grow without breaking the agent, and malformed entries of `tools`, `dynamic_data`
+and `transfer_list` are left out (the API rejects them before a call is queued,
+with `parse_tools` and `parse_dynamic_data`). `HttpTool` is the shape of a
+custom tool (the API contract documents it under Send Call `tools`).
+`ProviderSettings` is the process-wide choice of STT, TTS and LLM, filled from
+`callfleet.config.Settings` by the runner.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from callfleet.agent.dynamic_data import (
+    DynamicDataSource,
+    HttpRequestSpec,
+    parse_dynamic_data,
+    parse_request,
+)
+
 __all__ = [
+    "BUILT_IN_TOOLS",
     "DEFAULT_CLOSING_LINE",
     "DEFAULT_SPEECH_TIMEOUT_S",
     "AgentOptions",
+    "HttpTool",
     "ProviderSettings",
+    "parse_tools",
+    "transfer_numbers",
 ]
 
 DEFAULT_SPEECH_TIMEOUT_S = 0.7
 DEFAULT_CLOSING_LINE = "Thank you for your time. Goodbye."
 VOICEMAIL_ACTIONS = ("hangup", "leave_message", "ignore")
+BUILT_IN_TOOLS = ("end_call", "transfer_call")
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CALL_VARIABLES = ("call_id", "to", "from", "phone_number", "short_to", "short_from", "timezone")
+"""Keys of the call's fields that are also template variables (besides `request_data`)."""
+
+
+@dataclass(frozen=True)
+class HttpTool:
+    """A custom tool from the call's `tools`: the LLM calls it, callfleet makes the request."""
+
+    name: str
+    description: str
+    request: HttpRequestSpec
+    input_schema: Mapping[str, Any] = field(default_factory=dict)
+    """JSON schema of the arguments (an object schema); `{}` takes none."""
+    speech: str | None = None
+    """Said while the request runs ("Let me check that.")."""
+
+
+def parse_tools(value: object, where: str = "tools") -> tuple[
+    tuple[HttpTool, ...], list[tuple[str, str]]
+]:  # fmt: skip
+    """The custom tools of a call's `tools`, and (path, problem) for those left out."""
+    problems: list[tuple[str, str]] = []
+    if value is None:
+        return (), problems
+    if not isinstance(value, list):
+        return (), [(where, "must be an array of tool objects")]
+    tools: list[HttpTool] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        if isinstance(item, str):
+            problems.append(
+                (
+                    at,
+                    f"{item!r} is a stored tool id; callfleet takes tools inline, "
+                    "as objects {name, description, url, method, input_schema, ...}",
+                )
+            )
+            continue
+        if not isinstance(item, Mapping):
+            problems.append((at, "must be an object {name, description, url, ...}"))
+            continue
+        before = len(problems)
+        name = str(item.get("name") or "")
+        if not _TOOL_NAME.match(name):
+            problems.append((f"{at}.name", "is required: 1-64 letters, digits, '_' or '-'"))
+        elif name in BUILT_IN_TOOLS or name in seen:
+            problems.append((f"{at}.name", f"{name!r} is taken (built in, or used twice)"))
+        description = item.get("description")
+        if not isinstance(description, str) or not description.strip():
+            problems.append((f"{at}.description", "is required: when the agent should use it"))
+        schema = item.get("input_schema", item.get("parameters")) or {}
+        if not isinstance(schema, Mapping) or (
+            schema and (schema.get("type", "object") != "object"
+                        or not isinstance(schema.get("properties", {}), Mapping))
+        ):  # fmt: skip
+            problems.append((f"{at}.input_schema", "must be a JSON schema of type 'object'"))
+        speech = item.get("speech")
+        if speech is not None and not isinstance(speech, str):
+            problems.append((f"{at}.speech", "must be a string"))
+        request = parse_request(item, at, problems)
+        if len(problems) > before or request is None:
+            continue
+        seen.add(name)
+        tools.append(HttpTool(name, str(description), request, dict(schema), speech or None))
+    return tuple(tools), problems
+
+
+def transfer_numbers(params: Mapping[str, Any]) -> dict[str, str]:
+    """Where a transfer may go: `{"default": number, department: number, ...}`.
+
+    `transfer_list.default` overrides `transfer_phone_number`; empty values are dropped.
+    """
+    numbers: dict[str, str] = {}
+    single = params.get("transfer_phone_number")
+    if isinstance(single, str | int) and not isinstance(single, bool) and str(single).strip():
+        numbers["default"] = str(single).strip()
+    listed = params.get("transfer_list")
+    if isinstance(listed, Mapping):
+        for key, number in listed.items():
+            if isinstance(number, str | int) and not isinstance(number, bool) and str(number):
+                numbers[str(key)] = str(number).strip()
+    return numbers
 
 
 @dataclass(frozen=True)
@@ -47,12 +148,17 @@ class AgentOptions:
     answered_by_enabled: bool = False
     voicemail_action: str = "hangup"
     voicemail_message: str | None = None
-    voice: str | None = None
-    """The call's `voice`: a hosted TTS provider's voice id or name (local voices ignore it)."""
     language: str = "en"
     keywords: tuple[str, ...] = ()
     pronunciation: tuple[tuple[str, str], ...] = ()
     """(word, how to say it) pairs applied to the text before synthesis."""
+    tools: tuple[HttpTool, ...] = ()
+    dynamic_data: tuple[DynamicDataSource, ...] = ()
+    transfer_numbers: Mapping[str, str] = field(default_factory=dict)
+    """`default` and departments (from `transfer_list`) to phone numbers."""
+    variables: Mapping[str, object] = field(default_factory=dict)
+    """`request_data` and the call's own variables (`CALL_VARIABLES`): what `{{name}}`
+    in tools and `dynamic_data` requests is filled from."""
 
     def __post_init__(self) -> None:
         if self.voicemail_action not in VOICEMAIL_ACTIONS:
@@ -90,6 +196,8 @@ class AgentOptions:
         keywords = params.get("keywords")
         temperature = params.get("temperature")
         action = text("voicemail_action") or "hangup"
+        variables: dict[str, object] = dict(facts) if isinstance(facts, Mapping) else {}
+        variables.update({k: params[k] for k in CALL_VARIABLES if params.get(k) is not None})
         return cls(
             prompt=prompt,
             first_sentence=text("first_sentence"),
@@ -102,10 +210,13 @@ class AgentOptions:
             answered_by_enabled=bool(params.get("answered_by_enabled", False)),
             voicemail_action=action if action in VOICEMAIL_ACTIONS else "hangup",
             voicemail_message=text("voicemail_message"),
-            voice=text("voice"),
             language=(text("language") or "en").split("-")[0].lower(),
             keywords=tuple(str(k) for k in keywords) if isinstance(keywords, list) else (),
             pronunciation=tuple(pairs),
+            tools=parse_tools(params.get("tools"))[0],
+            dynamic_data=parse_dynamic_data(params.get("dynamic_data"))[0],
+            transfer_numbers=transfer_numbers(params),
+            variables=variables,
         )
 
 

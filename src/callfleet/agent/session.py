@@ -10,8 +10,14 @@ the event is set (`ended_by=None`: the carrier knows who ended it).
 The pipeline:
 
     CallInput -> STT -> user aggregator (Silero VAD, speech-timeout end of turn)
-      -> ConversationController -> LLM | ScriptedPolicy -> TTS -> CallOutput
-      -> assistant aggregator
+      -> ConversationController [-> LiveInstructions] -> LLM | ScriptedPolicy
+      -> TTS -> CallOutput -> assistant aggregator
+
+A call's `dynamic_data` is fetched before the pipeline starts (within
+`LOAD_BUDGET_S`); its values fill the prompt's remaining `{{name}}` placeholders
+and are listed in the instructions, and `LiveInstructions` keeps uncached ones
+fresh. When a real LLM answers, it is offered the call's tools
+(`callfleet.agent.tools`: `end_call`, `transfer_call`, the custom HTTP tools).
 
 The assistant aggregator sits after the output, so the context (and the
 transcript) holds only what was actually played to the callee, cut where a
@@ -25,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +49,8 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.llm_service import LLMService
 from pipecat.turns.user_mute.always_user_mute_strategy import AlwaysUserMuteStrategy
 from pipecat.turns.user_mute.base_user_mute_strategy import BaseUserMuteStrategy
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
@@ -52,9 +60,11 @@ from pipecat.workers.runner import WorkerRunner
 from callfleet.agent.amd import AmdVerdict, AnsweringMachineDetector
 from callfleet.agent.call_audio import SAMPLE_RATE, CallAudio
 from callfleet.agent.controller import ConversationController
+from callfleet.agent.dynamic_data import DynamicData, fill
 from callfleet.agent.engines import Engines
 from callfleet.agent.options import AgentOptions
 from callfleet.agent.recording import StereoRecorder
+from callfleet.agent.tools import CallTools, LiveInstructions
 from callfleet.agent.transport import CallTransport
 from callfleet.telephony.carrier import AnsweredBy, EndedBy, TranscriptTurn
 
@@ -69,6 +79,9 @@ does not cut a sentence in two for Whisper (fewer, whole segments transcribe bet
 the rest of the speech timeout runs after it."""
 _STOP_GRACE_S = 5.0
 _DRAIN_S = 3.0
+_QUIET_AFTER_SPEECH_S = 0.6
+"""How long the agent's audio must stay quiet before its words count as said."""
+_MAX_SPEECH_WAIT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,8 @@ class AgentOutcome:
     recording_path: Path | None = None
     model: str = "scripted"
     hangup_reason: str | None = None
+    transferred_to: str | None = None
+    """The number the agent transferred the call to (the carrier then hangs up)."""
     error: str | None = None
     interruptions: int = 0
 
@@ -120,8 +135,12 @@ class PipecatAgent:
         *,
         vad_params: VADParams | None = None,
         vad_factory: Callable[[VADParams], VADAnalyzer] | None = None,
+        allow_private_urls: bool = False,
     ) -> None:
+        """`allow_private_urls`: tools and `dynamic_data` may reach loopback and private
+        addresses (pass `settings.webhook_allow_private`: the same policy as webhooks)."""
         self.engines = engines
+        self.allow_private_urls = allow_private_urls
         # No volume gate (pipecat's default is 0.6): its smoothed volume starts from
         # zero, so it swallowed a callee's first "Hello?" at the start of the call.
         # Silero's confidence alone holds up on phone audio and in line noise.
@@ -134,8 +153,22 @@ class PipecatAgent:
         return f"pipecat {PIPECAT_VERSION} agent, model {self.engines.model_label}"
 
     async def run(self, call: AgentCall, audio: CallAudio, hangup: asyncio.Event) -> AgentOutcome:
+        dynamic: DynamicData | None = None
+        if call.options.dynamic_data:
+            variables = {**call.options.variables, "call_id": call.call_id}
+            dynamic = DynamicData(
+                call.options.dynamic_data, variables, allow_private=self.allow_private_urls
+            )
+            loading = asyncio.create_task(dynamic.load())
+            outside = asyncio.create_task(hangup.wait())
+            await asyncio.wait({loading, outside}, return_when=asyncio.FIRST_COMPLETED)
+            outside.cancel()
+            if not loading.done():  # the callee hung up meanwhile
+                loading.cancel()
+                audio.close()
+                return AgentOutcome(model=self.engines.model_label)
         try:
-            conversation = _Conversation(self, call, audio)
+            conversation = _Conversation(self, call, audio, dynamic)
         except Exception as exc:  # a provider that cannot start must not crash the carrier
             log.exception("call %s: the agent could not start", call.call_id)
             if audio.recorder is not None and isinstance(audio.recorder, StereoRecorder):
@@ -153,11 +186,23 @@ def silero_vad(params: VADParams) -> VADAnalyzer:
 class _Conversation:
     """The state of one call's pipeline while it runs."""
 
-    def __init__(self, agent: PipecatAgent, call: AgentCall, audio: CallAudio) -> None:
+    def __init__(
+        self, agent: PipecatAgent, call: AgentCall, audio: CallAudio, dynamic: DynamicData | None
+    ) -> None:
         self.call = call
         self.audio = audio
-        options = call.options
+        self.dynamic = dynamic
         self.outcome = AgentOutcome(model=agent.engines.model_label)
+        options = call.options
+        if dynamic is not None:
+            for failure in dynamic.failures:
+                self.note(f"dynamic data unavailable: {failure}")
+            first = options.first_sentence
+            options = replace(
+                options,
+                prompt=self.instructions(),
+                first_sentence=fill(first, dynamic.values, default=None) if first else first,
+            )
         self.amd = AnsweringMachineDetector()
         self.hangup_requested = asyncio.Event()
         self.recorder: StereoRecorder | None = None
@@ -165,7 +210,21 @@ class _Conversation:
             self.recorder = StereoRecorder(call.recording_path)
             audio.recorder = self.recorder
 
-        self.context = LLMContext()
+        llm = agent.engines.llm(options)
+        self.tools: CallTools | None = None
+        if isinstance(llm, LLMService):  # a real LLM: it gets the call's tools
+            variables = {**options.variables, "call_id": call.call_id}
+            self.tools = CallTools(
+                options, self, transfer=call.transfer,
+                allow_private=agent.allow_private_urls, variables=variables,
+            )  # fmt: skip
+            self.tools.register(llm)
+            self.context = LLMContext(tools=self.tools.tools_schema())
+        else:
+            self.context = LLMContext()
+        live: list[FrameProcessor] = []
+        if dynamic is not None and dynamic.live and isinstance(llm, LLMService):
+            live.append(LiveInstructions(dynamic, self.instructions))
         stop_secs = agent.vad_params.stop_secs
         after_vad = max(0.1, options.speech_timeout_s - stop_secs)
         mute: list[BaseUserMuteStrategy] = []
@@ -190,7 +249,8 @@ class _Conversation:
             agent.engines.stt(options),
             self.user_aggregator,
             self.controller,
-            agent.engines.llm(options),
+            *live,
+            llm,
             agent.engines.tts(options),
             self.transport.output(),
             self.assistant_aggregator,
@@ -235,6 +295,38 @@ class _Conversation:
     def note(self, text: str) -> None:
         """A system event in the transcript (speaker `robot`)."""
         self._turn("robot", text)
+
+    def instructions(self) -> str:
+        """The call's prompt with the dynamic data's values filled in and listed."""
+        prompt = self.call.options.prompt
+        if self.dynamic is None:
+            return prompt
+        filled = fill(prompt, self.dynamic.values, default=None)
+        return "\n\n".join(part for part in (filled, self.dynamic.instructions()) if part)
+
+    # -- what the tools need (`callfleet.agent.tools.ToolHost`) ---------------------------
+
+    def action(self, text: str) -> None:
+        """A tool call or its result in the transcript (speaker `agent-action`)."""
+        self._turn("agent-action", text)
+
+    async def finish_speaking(self) -> None:
+        """Until the agent's audio has been quiet for a moment (its words were heard)."""
+        loop = asyncio.get_running_loop()
+        started = quiet_since = loop.time()
+        while loop.time() - started < _MAX_SPEECH_WAIT_S and not self.audio.closed:
+            if self.audio.queued_ms > 0:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= _QUIET_AFTER_SPEECH_S:
+                return
+            await asyncio.sleep(0.02)
+
+    def ending(self, reason: str) -> None:
+        self.outcome.hangup_reason = reason
+
+    def transferred(self, number: str) -> None:
+        self.outcome.transferred_to = number
+        self.hang_up(f"transferred to {number}")
 
     # -- the call ----------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from callfleet.agent.dynamic_data import parse_dynamic_data
+from callfleet.agent.options import parse_tools
 from callfleet.api.errors import pydantic_errors
 from callfleet.domain.errors import FieldError, InvalidInput
 from callfleet.domain.phones import PhoneNumberError, normalize_phone
@@ -213,6 +215,19 @@ def check_fields(
             data["transfer_phone_number"] = normalize_phone(data["transfer_phone_number"])
         except PhoneNumberError as exc:
             errors.append(FieldError(path("transfer_phone_number"), exc.reason))
+    if "transfer_list" in data:
+        for department, number in data["transfer_list"].items():
+            try:
+                data["transfer_list"][department] = normalize_phone(number)
+            except PhoneNumberError as exc:
+                errors.append(FieldError(path(f"transfer_list.{department}"), exc.reason))
+    # The agent's own parsers decide what it can use; they name the entry at fault.
+    if "tools" in data:
+        problems = parse_tools(data["tools"])[1]
+        errors.extend(FieldError(path(where), why) for where, why in problems)
+    if "dynamic_data" in data:
+        problems = parse_dynamic_data(data["dynamic_data"])[1]
+        errors.extend(FieldError(path(where), why) for where, why in problems)
     if "timezone" in data:
         try:
             ZoneInfo(data["timezone"])
