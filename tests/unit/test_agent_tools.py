@@ -97,6 +97,11 @@ def test_options_from_params_with_tools_and_data() -> None:
     assert len(options.dynamic_data) == 1
     assert options.transfer_numbers == {"sales": "+15550002222"}
     assert options.variables == {"name": "Dana", "phone_number": "+15550001234"}
+    dialled = AgentOptions.from_params({"call_id": "c1", "to": "+15550001234", "from": "+44207"})
+    assert dialled.variables == {
+        "call_id": "c1", "to": "+15550001234", "from": "+44207",
+        "short_to": "5550001234", "short_from": "+44207",
+    }  # fmt: skip
 
 
 def test_fill_and_extract() -> None:

@@ -198,6 +198,10 @@ class AgentOptions:
         action = text("voicemail_action") or "hangup"
         variables: dict[str, object] = dict(facts) if isinstance(facts, Mapping) else {}
         variables.update({k: params[k] for k in CALL_VARIABLES if params.get(k) is not None})
+        for side in ("to", "from"):  # the hosted product's {{short_to}}: without the +1
+            number = variables.get(side)
+            if isinstance(number, str) and f"short_{side}" not in variables:
+                variables[f"short_{side}"] = number[2:] if number.startswith("+1") else number
         return cls(
             prompt=prompt,
             first_sentence=text("first_sentence"),
