@@ -21,7 +21,7 @@ from callfleet.telephony.sip.message import Headers, SipMessage, parse_message
 from callfleet.telephony.sip.sdp import parse_sdp
 
 FAST = SipTimers(t1=0.02, t2=0.08, t4=0.05)
-HUMAN_LONG = "+12125550139"  # rings 6 s, talks 53 s (scaled by 0.05: 0.3 s and 2.65 s)
+HUMAN_LONG = "+12125550139"  # silent; rings 6 s, talks 53 s (at 0.05: 0.3 s and 2.65 s)
 HUMAN = "+12125550100"
 NO_ANSWER = "+12125550170"
 BUSY = "+12125550160"
@@ -424,6 +424,46 @@ def test_unknown_numbers_and_numbers_without_plus() -> None:
         assert set(sim.calls_by_number()) == {"+447700900123", "+12125550160"}
 
     _run(SimulatorConfig(time_scale=0, timers=FAST), body)
+
+
+def test_refer_is_accepted_notified_and_followed_by_our_bye() -> None:
+    async def body(sim: PhoneSimulator, peer: RawPeer) -> None:
+        invite = peer.invite(HUMAN, 40000)
+        peer.send(invite)
+        await peer.response(180, "INVITE")  # no REFER before the answer
+        peer.send(peer.in_dialog("REFER", 2, headers=[("Refer-To", "<sip:x@example.com>")]))
+        await peer.response(403, "REFER")
+
+        ok = await peer.response(200, "INVITE")
+        peer.send(peer.ack(invite, ok))
+        peer.send(peer.in_dialog("REFER", 3))  # no Refer-To
+        await peer.response(400, "REFER")
+        target = "sip:+14155550123@agents.example.com;transport=tcp"
+        peer.send(peer.in_dialog("REFER", 4, headers=[("Refer-To", f"<{target}>")]))
+        accepted = await peer.response(202, "REFER")
+        assert accepted.headers.get("Contact")
+        notify = await peer.expect(lambda m: isinstance(m, SipRequest) and m.method == "NOTIFY")
+        assert isinstance(notify, SipRequest)
+        assert notify.headers.get("Event") == "refer"
+        assert notify.headers.get("Subscription-State") == "terminated;reason=noresource"
+        assert notify.content_type == "message/sipfrag"
+        assert notify.body.decode().startswith("SIP/2.0 200 OK")
+        assert notify.from_addr.tag == ok.to_addr.tag and notify.to_addr.tag == peer.from_tag
+        peer.send(_response_to(notify, 200, "OK"))
+        loop = asyncio.get_running_loop()
+        notified = loop.time()
+        bye = await peer.expect(lambda m: isinstance(m, SipRequest) and m.method == "BYE")
+        assert isinstance(bye, SipRequest)
+        assert 0.25 <= loop.time() - notified < 1.0  # transfer_hangup_s, not talk_s
+        assert bye.cseq[0] > notify.cseq[0]
+        peer.send(_response_to(bye, 200, "OK"))
+        await sim.wait_idle(1.0)
+        call = sim.calls[peer.call_id]
+        assert call.transferred_to == target
+        assert (call.requests, call.ended_by) == (["REFER", "ACK", "REFER", "REFER"], "simulator")
+
+    config = SimulatorConfig(time_scale=0.05, transfer_hangup_s=0.3, timers=FAST)
+    _run(config, body)
 
 
 def _response_to(request: SipRequest, status: int, reason: str) -> SipResponse:
