@@ -372,8 +372,10 @@ def _insert_call(db: Database, *, webhook: str, params: dict[str, Any]) -> tuple
     return call_id, batch_id
 
 
-def _end_with_transcript(db: Database, call_id: str, *, postcall: bool) -> str | None:
-    now = datetime.now(UTC)
+def _end_with_transcript(
+    db: Database, call_id: str, *, postcall: bool, ago: timedelta = timedelta(0)
+) -> str | None:
+    now = datetime.now(UTC) - ago
     with db.write() as conn:
         assert lifecycle.claim(conn, call_id, 1, "caller:1", now, 30.0) is not None
         return lifecycle.finish(
@@ -587,6 +589,41 @@ def test_an_llm_answering_500_is_retried_then_failed(
     hook = _deliveries(db, "call.completed")[0].payload
     assert "the LLM endpoint answered 503" in hook["transcripts"][-1]["text"]
     assert _row(db, batches, batch_id).status == "completed"  # the batch is not held up
+
+
+def test_work_nobody_finished_in_time_is_failed_even_by_a_process_without_an_llm(
+    db: Database, database_url: str, tmp_path: Any
+) -> None:
+    call_id, batch_id = _insert_call(db, webhook="http://hooks.example", params={})
+    _end_with_transcript(db, call_id, postcall=True, ago=timedelta(hours=2))
+    fresh_id, _fresh_batch = _insert_call(db, webhook="http://hooks.example", params={})
+    _end_with_transcript(db, fresh_id, postcall=True)
+    settings = Settings(data_dir=tmp_path, database_url=database_url)  # no LLM here
+    options = PostcallOptions(poll_interval_s=0.1, give_up_after_s=3600)
+
+    async def scenario() -> None:
+        writer = GroupWriter(db)
+        writer.start()
+        worker = PostcallWorker(writer, settings, "no-llm:1", options)
+        await worker.start()
+        try:
+            deadline = time.monotonic() + 10
+            while _row(db, calls, call_id).postcall_state == "pending":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+        finally:
+            await worker.stop()
+            writer.stop()
+
+    asyncio.run(scenario())
+    assert _row(db, calls, call_id).postcall_state == "failed"
+    assert _row(db, calls, fresh_id).postcall_state == "pending"  # an LLM process's to do
+    [hook] = _deliveries(db, "call.completed")
+    assert hook.payload["transcripts"][-1]["text"] == (
+        FAILURE_PREFIX + "it did not finish within 60 minutes of the call's end."
+    )
+    assert _row(db, batches, batch_id).status == "completed"
 
 
 def test_without_an_llm_nothing_is_pending_and_analyze_names_the_setting(
