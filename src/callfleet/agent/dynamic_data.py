@@ -260,7 +260,7 @@ async def send(
     Raises `OutboundError` saying what went wrong: a refused or malformed target,
     no answer within the spec's timeout, a non-2xx status, a network error.
     """
-    url_values = {k: quote(str(v), safe="") for k, v in values.items()}
+    url_values = {k: quote(_as_text(v), safe="") for k, v in values.items()}
     url = fill(spec.url, url_values)
     try:
         addresses = await resolve_and_check(url, allow_private=allow_private)
@@ -301,6 +301,16 @@ async def send(
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

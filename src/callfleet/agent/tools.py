@@ -10,9 +10,11 @@ OpenAI-compatible endpoint is configured); the scripted policy has none.
   "Transferring you now." unless the model already said something, lets it be
   heard, then hands the call over (a SIP REFER). Success ends the agent's part of
   the call; failure is the tool's result, so the model can tell the caller.
-- one tool per custom `HttpTool` of the call's `tools`: its `speech` is said while
-  the request runs; the result is the `response_data` values picked out of the
-  answer, or the answer itself (cut to `MAX_RESULT_CHARS`), or `{"error": ...}`.
+- one tool per custom `HttpTool` of the call's `tools`: its `{{placeholders}}` are
+  filled from the call's variables and the arguments its `input_schema` declares
+  (those win; undeclared ones are dropped); its `speech` is said while the request
+  runs; the result is the `response_data` values picked out of the answer, or the
+  answer itself (cut to `MAX_RESULT_CHARS`), or `{"error": ...}`.
 
 Every call of a tool and its result are written to the transcript as
 `agent-action` turns. `LiveInstructions` keeps the system instruction in step
@@ -235,8 +237,10 @@ class CallTools:
 
     async def _call_http(self, tool: HttpTool, params: FunctionCallParams) -> None:
         self._called(params)
-        # The call's own variables win: the model cannot pose as another call.
-        values = {**params.arguments, **self.variables}
+        # The model sets only the arguments the tool declares; with the call's own
+        # variables around them, it cannot pose as another call or swap a secret.
+        declared = tool.input_schema.get("properties") or {}
+        values = {**self.variables, **{k: v for k, v in params.arguments.items() if k in declared}}
         if tool.speech:
             await params.llm.push_frame(TTSSpeakFrame(fill(tool.speech, values)))
         result: Any

@@ -131,7 +131,7 @@ def test_custom_tool_calls_a_real_http_server_and_the_llm_gets_its_answer() -> N
     async def main() -> tuple[AgentOutcome, PhoneLine, FakeEngines, FakeOpenAIServer]:
         async with http_server({"POST /orders/{order_id}": order}) as base:
             server = FakeOpenAIServer([
-                ToolCall("check_order", {"order_id": "A 17", "verbose": True}),
+                ToolCall("check_order", {"order_id": "A 17", "verbose": True, "call_id": "x"}),
                 "Your order has shipped and arrives Friday.",
             ])  # fmt: skip
             tool = {
