@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +39,7 @@ import pytest
 import sqlalchemy as sa
 
 from callfleet.domain.phones import _geographic_area_codes
+from callfleet.store.accounts import create_account, create_key
 from callfleet.store.db import Database
 from callfleet.store.tables import call_attempts, calls, webhook_deliveries
 from callfleet.worker import SHUTDOWN_NOTE
@@ -189,6 +190,7 @@ class Cluster:
     def __post_init__(self) -> None:
         self.invite_log = self.tmp / "invites.jsonl"
         self.phones: Proc | None = None
+        self._starting: list[Callable[[], bool]] = []
         env = dict(os.environ)
         env.update(
             CALLFLEET_DATA_DIR=str(self.tmp),
@@ -223,8 +225,10 @@ class Cluster:
         return out.stdout.decode()
 
     def new_key(self) -> str:
+        """Migrate (ours and procrastinate's schema) and make an account's API key."""
         self.cli("migrate")
-        return self.cli("keys", "create", "--name", "scale").strip().splitlines()[-1]
+        with self.db.write() as conn:  # what `callfleet keys create` does, minus a start-up
+            return create_key(conn, create_account(conn, "scale").id, "scale")
 
     def _spawn(self, name: str, args: list[str], port: int | None = None) -> Proc:
         log = self.tmp / f"{name}.log"
@@ -237,7 +241,8 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def serve(self, name: str = "api") -> Proc:
+    def serve(self, name: str = "api", *, wait: bool = True) -> Proc:
+        """Start `callfleet serve`; with `wait=False`, `ready()` waits for it later."""
         port = free_port()
         proc = self._spawn(name, ["serve", "--port", str(port)], port)
 
@@ -248,18 +253,29 @@ class Cluster:
             except httpx.TransportError:
                 return False
 
-        wait_for(up, timeout=60, interval=0.1)
+        self._starting.append(up)
+        if wait:
+            self.ready()
         return proc
 
-    def worker(self, name: str, concurrency: int) -> Proc:
+    def worker(self, name: str, concurrency: int, *, wait: bool = True) -> Proc:
+        """Start `callfleet worker`; with `wait=False`, `ready()` waits for it later."""
         proc = self._spawn(name, ["worker", "--concurrency", str(concurrency)])
 
         def registered() -> bool:
             assert proc.popen.poll() is None, f"{name} exited:\n{self.tail(proc)}"
             return self._has_backend(f"callfleet-worker %:{proc.pid}")
 
-        wait_for(registered, timeout=60, interval=0.1)
+        self._starting.append(registered)
+        if wait:
+            self.ready()
         return proc
+
+    def ready(self) -> None:
+        """Wait until every process started so far is up (they start up in parallel)."""
+        while self._starting:
+            wait_for(self._starting[0], timeout=60, interval=0.1)
+            self._starting.pop(0)
 
     def simulator(self, cap: int | None = None, hold_s: float = 0.2) -> Proc:
         """Start `callfleet simulator` in its fast mode (it starts up while the rest
@@ -544,9 +560,10 @@ def test_distributed_mode_refuses_sqlite(tmp_path: Path) -> None:
 def test_the_simulator_records_each_call_over_sip(cluster: Cluster, receiver: Receiver) -> None:
     cluster.simulator()
     key = cluster.new_key()
-    api = cluster.serve()
+    api = cluster.serve(wait=False)
+    cluster.worker("w1", concurrency=10, wait=False)
+    cluster.ready()
     cluster.trunk_to_simulator(api, key)
-    cluster.worker("w1", concurrency=10)
     batch_id = cluster.submit(api, key, 30, refusing_every=5, batch_webhook=f"{receiver.url}/batch")
     cluster.wait_ended(batch_id, 30, timeout=60)
     verdict = check_batch(cluster, batch_id, 30, cap=20)
@@ -565,9 +582,10 @@ def test_stopping_a_batch_hangs_up_calls_live_on_a_worker(cluster: Cluster) -> N
     cluster.env["CALLFLEET_LEASE_S"] = "30"
     cluster.simulator(hold_s=30)  # the phones would talk for 30 s
     key = cluster.new_key()
-    api = cluster.serve()
+    api = cluster.serve(wait=False)
+    cluster.worker("w1", concurrency=10, wait=False)
+    cluster.ready()
     cluster.trunk_to_simulator(api, key)
-    cluster.worker("w1", concurrency=10)
     batch_id = cluster.submit(api, key, 6)
     wait_for(
         lambda: cluster.pg("SELECT count(*) FROM calls WHERE state = 'live'")[0][0] >= 4,
@@ -581,8 +599,14 @@ def test_stopping_a_batch_hangs_up_calls_live_on_a_worker(cluster: Cluster) -> N
     cluster.wait_ended(batch_id, 6, timeout=20)
     took = time.monotonic() - began
     assert took < 5, f"live calls took {took:.1f} s to hang up"
-    aborted = cluster.pg("SELECT count(*) FROM procrastinate_jobs WHERE status = 'aborted'")
-    assert aborted[0][0] >= 4
+    # A job's status is written after its call's end: give the workers a moment.
+    wait_for(
+        lambda: (
+            cluster.pg("SELECT count(*) FROM procrastinate_jobs WHERE status = 'aborted'")[0][0]
+            >= 4
+        ),
+        timeout=10,
+    )
     # Our side hung up: a BYE reached the phones for each answered call.
     ends = _settle(cluster, set(cluster.phone_record().ends) | _live_call_ids(cluster)).ends
     assert sum(1 for e in ends.values() if e["ended_by"] == "caller") >= 4
@@ -593,9 +617,10 @@ def test_sigterm_stops_a_worker_gracefully(cluster: Cluster) -> None:
     cluster.env["CALLFLEET_LEASE_S"] = "30"
     cluster.simulator(hold_s=30)  # the phones would talk for 30 s
     key = cluster.new_key()
-    api = cluster.serve()
+    api = cluster.serve(wait=False)
+    doomed = cluster.worker("w1", concurrency=10, wait=False)
+    cluster.ready()
     cluster.trunk_to_simulator(api, key)
-    doomed = cluster.worker("w1", concurrency=10)
     batch_id = cluster.submit(api, key, 4)
     wait_for(
         lambda: cluster.pg("SELECT count(*) FROM calls WHERE state = 'live'")[0][0] == 4,

@@ -28,15 +28,19 @@ from test_scale_cluster import (
 
 CALLS = 300
 CAP = 20
+HOLD_S = 1.0
+"""How long the simulator's people stay on the line: long enough that the calls in
+flight reach the cap even when dispatch is slowed by a busy machine."""
 
 
 def test_sigkill_of_a_worker_mid_batch(cluster: Cluster, receiver: Receiver) -> None:  # noqa: F811
-    cluster.simulator()
+    cluster.simulator(hold_s=HOLD_S)
     key = cluster.new_key()
-    api = cluster.serve()
+    api = cluster.serve(wait=False)
+    doomed = cluster.worker("w1", concurrency=15, wait=False)
+    cluster.worker("w2", concurrency=15, wait=False)
+    cluster.ready()
     cluster.trunk_to_simulator(api, key)
-    doomed = cluster.worker("w1", concurrency=15)
-    cluster.worker("w2", concurrency=15)
     began = time.monotonic()
     batch_id = cluster.submit(
         api, key, CALLS, refusing_every=10, batch_webhook=f"{receiver.url}/batch"

@@ -22,19 +22,23 @@ from conftest import wait_for
 
 CALLS = 300
 CAP = 20
+HOLD_S = 1.0
+"""How long the simulator's people stay on the line: long enough that the calls in
+flight reach the cap even when dispatch is slowed by a busy machine."""
 
 
 def test_the_leader_dies_and_another_api_process_takes_over(
     cluster: Cluster,  # noqa: F811
     receiver: Receiver,  # noqa: F811
 ) -> None:
-    cluster.simulator()
+    cluster.simulator(hold_s=HOLD_S)
     key = cluster.new_key()
-    first = cluster.serve("api1")
-    second = cluster.serve("api2")
+    first = cluster.serve("api1", wait=False)
+    second = cluster.serve("api2", wait=False)
+    cluster.worker("w1", concurrency=15, wait=False)
+    cluster.worker("w2", concurrency=15, wait=False)
+    cluster.ready()
     cluster.trunk_to_simulator(first, key)
-    cluster.worker("w1", concurrency=15)
-    cluster.worker("w2", concurrency=15)
     by_pid = {first.pid: first, second.pid: second}
     leader_pid = wait_for(cluster.leader_pid, timeout=10)
     assert leader_pid in by_pid

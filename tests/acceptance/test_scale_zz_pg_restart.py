@@ -29,6 +29,9 @@ pytestmark = pytest.mark.pg_restart
 
 CALLS = 300
 CAP = 20
+HOLD_S = 1.0
+"""How long the simulator's people stay on the line: long enough that the calls in
+flight reach the cap even when dispatch is slowed by a busy machine."""
 
 
 def restart_postgres() -> float:
@@ -65,12 +68,13 @@ def test_a_database_restart_mid_batch(
     # A lease longer than the outage: live calls keep their slots while the server is
     # away, and their heartbeats catch up afterwards.
     cluster.env["CALLFLEET_LEASE_S"] = "15"
-    cluster.simulator()
+    cluster.simulator(hold_s=HOLD_S)
     key = cluster.new_key()
-    api = cluster.serve()
+    api = cluster.serve(wait=False)
+    cluster.worker("w1", concurrency=15, wait=False)
+    cluster.worker("w2", concurrency=15, wait=False)
+    cluster.ready()
     cluster.trunk_to_simulator(api, key)
-    cluster.worker("w1", concurrency=15)
-    cluster.worker("w2", concurrency=15)
     wait_until_others_are_idle(cluster)
     batch_id = cluster.submit(api, key, CALLS, batch_webhook=f"{receiver.url}/batch")
     cluster.wait_ended(batch_id, int(CALLS * 0.3), timeout=90)
