@@ -242,16 +242,21 @@ def test_tool_schemas_offered() -> None:
 
 def test_api_checks_tools_dynamic_data_and_transfer_list() -> None:
     data, errors = check_fields({
-        "tools": [TOOL, {"name": "x"}],
+        "tools": [TOOL, {"name": "x"}, {**TOOL, "name": "y", "url": "file:///etc/passwd"}],
         "dynamic_data": [{"url": "javascript:alert(1)"}],
         "transfer_list": {"default": "(212) 555-0120", "sales": "not a number"},
     }, "call_data[2]")  # fmt: skip
     fields = [e.field for e in errors]
     assert "call_data[2].transfer_list.sales" in fields
     assert "call_data[2].tools[1].description" in fields
-    assert "call_data[2].tools[1].url" in fields
+    assert "call_data[2].tools[2].url" in fields
     assert "call_data[2].dynamic_data[0].url" in fields
     assert not any(f.startswith("call_data[2].tools[0]") for f in fields)
     assert data["transfer_list"]["default"] == "+12125550120"
     _, fine = check_fields({"tools": [TOOL], "dynamic_data": [{"url": "https://a.example"}]})
     assert fine == []
+    # what the official SDK's CustomTool sends (it has no url field): accepted, not usable
+    sdk_tool = {"name": "lookup", "description": "Look it up", "input_schema": {},
+                "response_data": []}  # fmt: skip
+    assert check_fields({"tools": [sdk_tool]})[1] == []
+    assert AgentOptions.from_params({"tools": [sdk_tool]}).tools == ()

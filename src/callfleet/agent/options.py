@@ -57,10 +57,15 @@ class HttpTool:
     """Said while the request runs ("Let me check that.")."""
 
 
-def parse_tools(value: object, where: str = "tools") -> tuple[
+def parse_tools(value: object, where: str = "tools", *, url_required: bool = True) -> tuple[
     tuple[HttpTool, ...], list[tuple[str, str]]
 ]:  # fmt: skip
-    """The custom tools of a call's `tools`, and (path, problem) for those left out."""
+    """The custom tools of a call's `tools`, and (path, problem) for those left out.
+
+    With `url_required=False` (the API's check) a tool without a `url` is no problem,
+    though the agent cannot use it: the official SDK's `CustomTool` type has no `url`
+    field, so its users send one only as an extra field.
+    """
     problems: list[tuple[str, str]] = []
     if value is None:
         return (), problems
@@ -100,6 +105,8 @@ def parse_tools(value: object, where: str = "tools") -> tuple[
         speech = item.get("speech")
         if speech is not None and not isinstance(speech, str):
             problems.append((f"{at}.speech", "must be a string"))
+        if not item.get("url") and not url_required:
+            continue
         request = parse_request(item, at, problems)
         if len(problems) > before or request is None:
             continue

@@ -223,7 +223,7 @@ def check_fields(
                 errors.append(FieldError(path(f"transfer_list.{department}"), exc.reason))
     # The agent's own parsers decide what it can use; they name the entry at fault.
     if "tools" in data:
-        problems = parse_tools(data["tools"])[1]
+        problems = parse_tools(data["tools"], url_required=False)[1]
         errors.extend(FieldError(path(where), why) for where, why in problems)
     if "dynamic_data" in data:
         problems = parse_dynamic_data(data["dynamic_data"])[1]
