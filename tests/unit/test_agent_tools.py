@@ -20,6 +20,7 @@ from callfleet.agent.dynamic_data import (
     fill,
     parse_dynamic_data,
     send,
+    variable_names,
 )
 from callfleet.agent.options import AgentOptions, parse_tools, transfer_numbers
 from callfleet.agent.tools import CallTools
@@ -80,6 +81,14 @@ def test_parse_dynamic_data_and_transfer_numbers() -> None:
     assert [s.cache for s in sources] == [False, True]
     assert sources[1].request.method == "GET"
     assert [w for w, _ in problems] == ["dynamic_data[2].url", "dynamic_data[3].response_data[0]"]
+    both_names = [
+        {"url": "https://a.example", "response_data": [{"name": "a", "data": "x"}]},
+        {
+            "url": "https://b.example",
+            "response_data": [{"name": "b", "data": "y"}, {"name": "a", "data": "z"}],
+        },
+    ]
+    assert variable_names(both_names) == ["a", "b"]
     assert transfer_numbers({"transfer_phone_number": "+15550001111"}) == {
         "default": "+15550001111"
     }

@@ -61,6 +61,7 @@ __all__ = [
     "parse_dynamic_data",
     "parse_request",
     "send",
+    "variable_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,16 @@ def parse_dynamic_data(value: object, where: str = "dynamic_data") -> tuple[
         if request is not None:
             sources.append(DynamicDataSource(request, cache=item.get("cache") is not False))
     return tuple(sources), problems
+
+
+def variable_names(value: object) -> list[str]:
+    """The variables a call's `dynamic_data` will provide, once fetched.
+
+    Submission renders the prompt when a call is queued; these placeholders must be
+    left in it for the agent to fill (`{{name}}` stays as written).
+    """
+    sources, _ = parse_dynamic_data(value)
+    return list(dict.fromkeys(f.name for s in sources for f in s.request.response_data))
 
 
 # -- templates and answers ----------------------------------------------------------------
