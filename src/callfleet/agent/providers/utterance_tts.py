@@ -60,6 +60,10 @@ class UtteranceTTSService(TTSService):
             # other calls' sentences queued before it: give it time (the normal end of
             # a turn is signalled explicitly, not by this timeout).
             stop_frame_timeout_s=_SILENT_CONTEXT_S,
+            # Frames that follow an utterance wait until its audio has gone out, so
+            # an EndFrame after the last words (a closing line, a voicemail message)
+            # cannot overtake a sentence that is still being synthesised.
+            pause_frame_processing=True,
             settings=TTSSettings(model=None, voice=voice, language=None),
             **kwargs,
         )
