@@ -68,3 +68,19 @@ def test_refer_accepted_but_the_target_is_busy(tmp_path: Path) -> None:
         _check(sipp)
     assert accepted is False
     assert took < 2.0
+
+
+def test_refer_subscription_terminated_without_a_final_status(tmp_path: Path) -> None:
+    with Sipp(tmp_path, "refer_terminated.xml") as sipp:
+        accepted, took = _transfer(sipp)
+        _check(sipp)
+    assert accepted is False
+    assert took < 2.0
+
+
+def test_refer_accepted_but_no_notify_times_out(tmp_path: Path) -> None:
+    with Sipp(tmp_path, "refer_silent.xml") as sipp:
+        accepted, took = _transfer(sipp, timeout_s=1.0)
+        _check(sipp)
+    assert accepted is False
+    assert 0.9 < took < 2.0
