@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     """`piper-local` (offline, default; falls back to `espeak`), `espeak`, `elevenlabs`,
     `cartesia`, `openai`."""
     whisper_threads: int = Field(default=2, ge=1)
+    piper_processes: int = Field(default=2, ge=1, le=16)
+    """Piper voices running side by side (each ~100 MB): calls whose turns end
+    together are voiced in parallel."""
     tts_voice: str | None = None
     """Default voice of a hosted TTS provider (a call's `voice` overrides it)."""
     stt_model: str | None = None
@@ -154,6 +157,7 @@ class Settings(BaseSettings):
             "tts_voice": self.tts_voice,
             "stt_model": self.stt_model,
             "tts_model": self.tts_model,
+            "piper_processes": self.piper_processes,
         }
 
     @field_validator("engine")

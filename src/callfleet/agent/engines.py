@@ -42,7 +42,7 @@ from callfleet.agent.providers.hosted import (
     hosted_tts,
 )
 from callfleet.agent.providers.openai_llm import openai_compatible_llm
-from callfleet.agent.providers.piper_tts import PiperProcess, PiperTTS, PiperUnavailable
+from callfleet.agent.providers.piper_tts import PiperPool, PiperTTS, PiperUnavailable
 from callfleet.agent.providers.scripted_llm import SCRIPTED_MODEL, ScriptedPolicy
 from callfleet.agent.providers.whisper_stt import LocalWhisperSTT, load_whisper
 
@@ -80,7 +80,7 @@ class LocalEngines:
             raise ValueError(f"TTS provider {self.settings.tts!r}: supported are {TTS_PROVIDERS}")
         for provider in (self.settings.stt, self.settings.tts):
             check_hosted(provider, self.settings.extra)
-        self._piper: PiperProcess | None = None
+        self._piper: PiperPool | None = None
         self._tts = self.settings.tts
 
     @property
@@ -98,10 +98,12 @@ class LocalEngines:
             load_whisper(self.settings.whisper_threads)
         if self._tts == "piper-local":
             try:
-                self._piper = PiperProcess()
-                self._piper.synthesize("Ready.")  # loads the voice now, not on a first call
+                self._piper = PiperPool(int(self.settings.extra.get("piper_processes") or 2))
+                self._piper.start()  # loads the voice now, not on a first call
             except (PiperUnavailable, RuntimeError) as exc:
                 log.warning("Piper is unavailable (%s); speaking with espeak-ng", exc)
+                if self._piper is not None:
+                    self._piper.close()
                 self._piper = None
                 self._tts = "espeak"
         if self._tts == "espeak":
@@ -132,7 +134,7 @@ class LocalEngines:
             return hosted_tts(self._tts, self.settings.extra, voice=options.voice)
         if self._tts == "piper-local":
             if self._piper is None:
-                self._piper = PiperProcess()
+                self._piper = PiperPool(int(self.settings.extra.get("piper_processes") or 2))
             return PiperTTS(piper=self._piper, pronunciation=options.pronunciation)
         return EspeakTTS(voice=self.settings.espeak_voice, pronunciation=options.pronunciation)
 

@@ -6,9 +6,11 @@ child, writes one line of text per utterance to its standard input and waits for
 Piper to log `Wrote DIR/<n>.wav`, then reads and deletes that file. The voice is
 loaded once (about 1 s) and its SHA-256 checked before the child starts.
 
-One process serves every call of this callfleet process; utterances are
-synthesised one at a time (about 0.07x real time each, so four calls sharing it
-wait little). It is thread-safe and not tied to an event loop. If the child dies
+A `PiperPool` of a few such processes (two by default, one per core of a small
+machine) serves every call of this callfleet process: each process synthesises
+one utterance at a time (about 0.07x real time), and calls whose turns end at the
+same moment are served side by side instead of queueing behind one another. Both
+are thread-safe and not tied to an event loop. If the child dies
 it is restarted on the next utterance; `PiperTTS` falls back to espeak-ng for an
 utterance Piper could not produce, so the caller never hears dead air.
 """
@@ -32,7 +34,7 @@ from callfleet.agent.models import PIPER_JOE, verified_path
 from callfleet.agent.providers.espeak_tts import espeak_pcm, parse_wav
 from callfleet.agent.providers.utterance_tts import UtteranceTTSService, speakable
 
-__all__ = ["PiperProcess", "PiperTTS", "PiperUnavailable"]
+__all__ = ["PiperPool", "PiperProcess", "PiperTTS", "PiperUnavailable"]
 
 log = logging.getLogger(__name__)
 _WROTE = re.compile(r"Wrote (.+\.wav)\s*$")
@@ -158,11 +160,60 @@ class PiperProcess:
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
+class PiperPool:
+    """`size` Piper processes; `synthesize` runs on whichever is idle (blocking)."""
+
+    def __init__(self, size: int = 2) -> None:
+        if size < 1:
+            raise ValueError("a Piper pool needs at least one process")
+        self.processes = [PiperProcess() for _ in range(size)]
+        self._idle: queue.Queue[PiperProcess] = queue.Queue()
+        for process in self.processes:
+            self._idle.put(process)
+
+    def start(self) -> None:
+        """Start every process and load the voice in each (about 1 s, side by side)."""
+        errors: list[BaseException] = []
+
+        def warm(process: PiperProcess) -> None:
+            try:
+                process.synthesize("Ready.")
+            except BaseException as exc:  # reported below, on the caller's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=warm, args=(p,)) for p in self.processes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    @property
+    def utterances(self) -> int:
+        return sum(process.utterances for process in self.processes)
+
+    def synthesize(self, text: str) -> tuple[bytes, int]:
+        process = self._idle.get()
+        try:
+            return process.synthesize(text)
+        finally:
+            self._idle.put(process)
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.close()
+
+
 class PiperTTS(UtteranceTTSService):
     """pipecat TTS over a shared `PiperProcess`, with espeak-ng for its failures."""
 
     def __init__(
-        self, *, piper: PiperProcess, fallback_voice: str | None = "en-us", **kwargs: Any
+        self,
+        *,
+        piper: PiperProcess | PiperPool,
+        fallback_voice: str | None = "en-us",
+        **kwargs: Any,
     ) -> None:
         super().__init__(voice=VOICE, **kwargs)
         self._piper = piper
