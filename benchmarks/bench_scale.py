@@ -72,6 +72,8 @@ class Bench:
         self.settings = Settings(data_dir=tmp, database_url=url, engine="procrastinate")
         self.db = Database(self.settings.sqlalchemy_url)
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.api_port = 0
+        """The port of the last API process `serve` started."""
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -95,13 +97,14 @@ class Bench:
 
     def pg(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url, autocommit=True) as conn:
-            cur = conn.execute(query, args)  # type: ignore[arg-type]
+            cur = conn.execute(query, args)
             return cur.fetchall() if cur.description else []
 
     def serve(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         port = c.free_port()
         proc = self.spawn(["serve", "--port", str(port)], env, "api")
         wait(lambda: self._ready(port), 90, "the API to start")
+        self.api_port = port
         return proc
 
     def _ready(self, port: int) -> bool:
@@ -119,16 +122,12 @@ class Bench:
         ]
         for proc in started:
             pattern = f"callfleet-worker %:{proc.pid}"
-            wait(
-                lambda p=pattern: (
-                    self.pg(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s", p
-                    )[0][0]
-                    > 0
-                ),
-                90,
-                "a worker to start",
-            )
+
+            def registered(p: str = pattern) -> bool:
+                query = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s"
+                return bool(self.pg(query, p)[0][0])
+
+            wait(registered, 90, "a worker to start")
         return [psutil.Process(p.pid) for p in started]
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
