@@ -310,14 +310,22 @@ class _Conversation:
         """A tool call or its result in the transcript (speaker `agent-action`)."""
         self._turn("agent-action", text)
 
-    async def finish_speaking(self) -> None:
-        """Until the agent's audio has been quiet for a moment (its words were heard)."""
+    async def finish_speaking(self, *, starts_within_s: float = 0.0) -> None:
+        """Until the agent's audio has been quiet for a moment (its words were heard).
+
+        `starts_within_s`: words were just asked for; first wait (that long at most)
+        for TTS to start playing them.
+        """
         loop = asyncio.get_running_loop()
         started = quiet_since = loop.time()
+        waiting_for_words = starts_within_s > 0
         while loop.time() - started < _MAX_SPEECH_WAIT_S and not self.audio.closed:
+            now = loop.time()
             if self.audio.queued_ms > 0:
-                quiet_since = loop.time()
-            elif loop.time() - quiet_since >= _QUIET_AFTER_SPEECH_S:
+                waiting_for_words, quiet_since = False, now
+            elif waiting_for_words and now - started >= starts_within_s:
+                waiting_for_words, quiet_since = False, now  # they never came
+            elif not waiting_for_words and now - quiet_since >= _QUIET_AFTER_SPEECH_S:
                 return
             await asyncio.sleep(0.02)
 

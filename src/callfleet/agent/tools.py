@@ -59,6 +59,8 @@ MAX_RESULT_CHARS = 4000
 """An answer longer than this reaches the LLM cut short (and is marked so)."""
 _ACTION_CHARS = 500
 _TRANSFER_TIMEOUT_S = 20.0
+_LINE_STARTS_WITHIN_S = 3.0
+"""How long TTS may take to start the transfer line before the transfer goes ahead."""
 
 
 class ToolHost(Protocol):
@@ -68,8 +70,9 @@ class ToolHost(Protocol):
         """Write an `agent-action` turn to the transcript."""
         ...
 
-    async def finish_speaking(self) -> None:
-        """Until what the agent is saying has been heard (bounded)."""
+    async def finish_speaking(self, *, starts_within_s: float = 0.0) -> None:
+        """Until what the agent is saying has been heard (bounded); with
+        `starts_within_s`, words were just asked for and may not have started yet."""
         ...
 
     def ending(self, reason: str) -> None:
@@ -204,10 +207,11 @@ class CallTools:
                 {"transferred": False, "error": f"No such department; choose one of {choices}."}
             )
             return
-        if not getattr(params.llm, "spoke_this_response", False):
+        announce = not getattr(params.llm, "spoke_this_response", False)
+        if announce:
             await params.llm.push_frame(TTSSpeakFrame(TRANSFER_LINE))
         # Shielded: a barge-in cancels this handler, but a REFER under way must finish.
-        transfer = asyncio.ensure_future(self._hand_over(number))
+        transfer = asyncio.ensure_future(self._hand_over(number, announced=announce))
         ok = await asyncio.shield(transfer)
         if ok:
             await params.result_callback(
@@ -219,9 +223,9 @@ class CallTools:
                 "error": "The transfer did not go through. Tell the person, and carry on.",
             })  # fmt: skip
 
-    async def _hand_over(self, number: str) -> bool:
+    async def _hand_over(self, number: str, *, announced: bool) -> bool:
         assert self.transfer is not None
-        await self.host.finish_speaking()
+        await self.host.finish_speaking(starts_within_s=_LINE_STARTS_WITHIN_S if announced else 0)
         try:
             async with asyncio.timeout(_TRANSFER_TIMEOUT_S):
                 ok = await self.transfer(number)
