@@ -618,21 +618,29 @@ class _Session:
                 await self.hangup()
         else:
             self.provisional(180, "Ringing")
-            # Render the persona's lines while it rings, so it speaks without delay.
+            # Render the persona's lines while it rings, so it speaks without delay. The
+            # answer never waits for them: a render still running (a cold cache on a busy
+            # box, a tiny time scale) only delays the first words.
             rendering = asyncio.ensure_future(voices.speak_all(persona.texts, persona.voice))
             try:
                 await self._pause(persona.ring_s)
-                lines = await rendering
+                if behaviour is Behaviour.HUMAN:
+                    await self._converse(rendering)
+                else:
+                    await self._voicemail(rendering)
             finally:
-                rendering.cancel()  # the call ended while ringing
-            if behaviour is Behaviour.HUMAN:
-                await self._converse(lines)
-            else:
-                await self._voicemail(lines[persona.greeting])
+                rendering.cancel()  # the call ended first
 
-    async def _converse(self, lines: dict[str, bytes]) -> None:
+    async def _converse(self, rendering: asyncio.Future[dict[str, bytes]]) -> None:
         """A person: greet, take turns with the caller, hang up after talk_s (scaled)."""
         persona = self.persona
+        loop = asyncio.get_running_loop()
+        talk_s = persona.talk_s * self.sim.config.time_scale
+        if not await self.answer(None, record_s=talk_s + 10.0):
+            return
+        answered = loop.time()
+        self._start_recording()
+        lines = await rendering
 
         def line(text: str | None) -> voices.Utterance | None:
             return voices.Utterance(text, lines[text]) if text else None
@@ -641,29 +649,30 @@ class _Session:
             line(persona.greeting),
             [voices.Utterance(text, lines[text]) for text in persona.lines],
             barge_in=line(persona.barge_in),
-            clock=asyncio.get_running_loop().time,
+            clock=loop.time,
         )
         self.conversation = conversation
         self.record.said = conversation.said
         self.record.latencies_ms = conversation.latencies_ms
-        talk_s = persona.talk_s * self.sim.config.time_scale
-        if await self.answer(conversation, record_s=talk_s + 10.0):
-            self._start_recording()
-            await self._wait_ended(talk_s)
-            await self.hangup()
+        if self.rtp is not None and self.state == "accepted":
+            self.rtp.source = conversation
+        await self._wait_ended(talk_s - (loop.time() - answered))
+        await self.hangup()
 
-    async def _voicemail(self, greeting: bytes) -> None:
+    async def _voicemail(self, rendering: asyncio.Future[dict[str, bytes]]) -> None:
         """A voicemail box: the greeting, the beep (or not), then record until hung up."""
         cfg = self.sim.config
-        segments = [("greeting", greeting)]
+        longest = cfg.voicemail_max_s * cfg.time_scale
+        if not await self.answer(None, record_s=longest):
+            return
+        segments = [("greeting", (await rendering)[self.persona.greeting])]
         if self.persona.beep:
             segments.append(("beep", audio.beep(cfg.beep_s)))
-        box = audio.Playlist(segments, on_mark=self._mark)
-        longest = cfg.voicemail_max_s * cfg.time_scale
-        if await self.answer(box, record_s=longest):
-            played = sum(len(pcm) for _, pcm in segments) / (2 * audio.SAMPLE_RATE)
-            await self._wait_ended(played + longest)
-            await self.hangup()
+        if self.rtp is not None and self.state == "accepted":
+            self.rtp.source = audio.Playlist(segments, on_mark=self._mark)
+        played = sum(len(pcm) for _, pcm in segments) / (2 * audio.SAMPLE_RATE)
+        await self._wait_ended(played + longest)
+        await self.hangup()
 
     def _mark(self, label: str) -> None:
         if self.rtp is None or self.state != "accepted":
