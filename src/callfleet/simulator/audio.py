@@ -8,6 +8,10 @@ a 1 kHz beep. The "speech" is a harmonic source with a wandering pitch, two
 formant-like peaks and a syllable envelope: it has the energy and rhythm a VAD or
 an answering-machine detector keys on, without being words.
 
+The simulator's people speak real words (`callfleet.simulator.voices`); these
+sounds remain for tests that need a voice without words, and are what the people
+fall back to without espeak-ng.
+
 `Playlist` plays segments in order (then loops a tail, or stays silent) and reports
 each segment's end, so the simulator knows when its beep has finished. `tone_level`
 (Goertzel), `tone_purity` and `rms` let tests and tools measure what was heard.

@@ -793,12 +793,17 @@ class PhoneSimulator:
         if self._transport is not None:
             return
         cfg = self.config
-        await asyncio.to_thread(audio.warm_up)
+        await asyncio.to_thread(self._warm_up)
         if cfg.transport.lower() == "tcp":
             self._transport = await TcpTransport.open(cfg.host, cfg.port, self._received)
         else:
             self._transport = await UdpTransport.open(cfg.host, cfg.port, self._received)
         log.info("phone simulator listening on %s", self.describe())
+
+    def _warm_up(self) -> None:
+        """Make the beep now, and say at start (not mid-call) if espeak-ng is missing."""
+        audio.beep(self.config.beep_s)
+        voices.espeak_available()
 
     async def close(self) -> None:
         for session in list(self._live):
