@@ -413,6 +413,8 @@ class Verdict:
     """The longest answer-to-end of an answered call, as the simulator saw it."""
     slow: int
     """Answered calls slower than `SLOW_S` from answer to end."""
+    db_slowest_s: float
+    """The longest answer-to-end in our database (it includes our side's BYE)."""
     statuses: Counter[str]
 
 
@@ -434,7 +436,7 @@ def check_batch(cluster: Cluster, batch_id: str, count: int, cap: int) -> Verdic
         rows = conn.execute(
             sa.select(
                 calls.c.id, calls.c.to_number, calls.c.state, calls.c.status,
-                calls.c.error_message,
+                calls.c.error_message, calls.c.answered_at, calls.c.ended_at,
             ).where(calls.c.batch_id == batch_id)
         ).all()  # fmt: skip
         attempts = conn.execute(
@@ -512,6 +514,10 @@ def check_batch(cluster: Cluster, batch_id: str, count: int, cap: int) -> Verdic
         db_peak=db_peak,
         slowest_s=max(durations, default=0.0),
         slow=sum(1 for s in durations if s > SLOW_S),
+        db_slowest_s=max(
+            ((r.ended_at - r.answered_at).total_seconds() for r in rows if r.answered_at),
+            default=0.0,
+        ),
         statuses=Counter(str(r.status) for r in rows),
     )
 

@@ -65,5 +65,6 @@ def test_sigkill_of_a_worker_mid_batch(cluster: Cluster, receiver: Receiver) -> 
         f"{CALLS} calls in {took:.1f} s; killed worker had {live_on_doomed} live; "
         f"interrupted {verdict.interrupted}; peak {verdict.sim_peak} (cap {CAP}); "
         f"{verdict.retransmitted} INVITE retransmissions; slowest answer-to-end "
-        f"{verdict.slowest_s:.2f} s ({verdict.slow} over {SLOW_S:g} s); {dict(verdict.statuses)}"
+        f"{verdict.slowest_s:.2f} s at the phones ({verdict.slow} over {SLOW_S:g} s), "
+        f"{verdict.db_slowest_s:.2f} s in our database; {dict(verdict.statuses)}"
     )

@@ -90,5 +90,6 @@ def test_a_database_restart_mid_batch(
     assert verdict.sip_calls == CALLS, verdict  # one SIP call a number, none redialled
     print(
         f"restart took {outage:.1f} s; peak {verdict.sim_peak}; slowest answer-to-end "
-        f"{verdict.slowest_s:.2f} s; {dict(verdict.statuses)}"
+        f"{verdict.slowest_s:.2f} s at the phones, {verdict.db_slowest_s:.2f} s in our "
+        f"database; {dict(verdict.statuses)}"
     )
