@@ -37,8 +37,9 @@ again (and a retransmitted INVITE is recorded as such); non-2xx finals are
 retransmitted until their ACK (Timers G/H), 2xx until theirs (§13.3.1.4, BYE if it
 never comes); CANCEL gets 200 and the INVITE 487; BYE, OPTIONS, INFO and UPDATE
 get 200, REFER 202, re-INVITEs an SDP answer (or our current SDP as an offer),
-requests for unknown dialogs 481. With `username`/`password` set, INVITEs are challenged with a
-407 digest (MD5, qop=auth). Unparseable datagrams are dropped by the transport.
+requests for unknown dialogs 481. With `username`/`password` set, INVITEs are
+challenged with a 407 digest (MD5, qop=auth). Unparseable datagrams are dropped by
+the transport.
 
 Every INVITE received is appended to `invites` (the ground truth that no number was
 dialled twice for one attempt), every call to `calls`, and `max_concurrent_seen`
@@ -65,7 +66,7 @@ from urllib.parse import unquote
 from callfleet.simulator import audio, voices
 from callfleet.simulator.rules import Behaviour, Persona, persona_for
 from callfleet.telephony.carrier import CallEvents, DialRequest, DialResult, TrunkTarget
-from callfleet.telephony.rtp.session import AudioSource, RtpSession
+from callfleet.telephony.rtp.session import RtpSession
 from callfleet.telephony.sip.auth import Challenge, Credentials, build_authorization
 from callfleet.telephony.sip.carrier import SipCarrier
 from callfleet.telephony.sip.dialog import Dialog
@@ -370,10 +371,9 @@ class _Session:
         by = ENDED_BY_CALLER if status == 487 else ENDED_BY_SIMULATOR
         self.end(by)
 
-    async def answer(self, source: AudioSource | None, *, record_s: float = 0.0) -> bool:
-        """Open RTP and send 200 with our SDP; False if the call ended meanwhile.
-
-        `record_s` caps how much of the caller's audio `_hear` keeps.
+    async def answer(self, *, record_s: float = 0.0) -> bool:
+        """Open RTP (silent until a source is set) and send 200 with our SDP; False if the
+        call ended meanwhile. `record_s` caps how much of the caller's audio `_hear` keeps.
         """
         cfg = self.sim.config
         try:
@@ -389,7 +389,6 @@ class _Session:
             await self.rtp.close()
             return False
         rtp = self.rtp
-        rtp.source = source
         rtp.on_dtmf = self.record.dtmf.append
         self.sdp = LocalSdp(self.sim.media_host, rtp.local_port)
         cseq = self.tx.request.cseq[0]
@@ -613,7 +612,7 @@ class _Session:
             await asyncio.sleep(cfg.max_ring_s)
             self.final(480, "Temporarily Unavailable")
         elif fast:
-            if await self.answer(None):
+            if await self.answer():
                 await self._wait_ended(cfg.fast_hold_s)
                 await self.hangup()
         else:
@@ -636,7 +635,7 @@ class _Session:
         persona = self.persona
         loop = asyncio.get_running_loop()
         talk_s = persona.talk_s * self.sim.config.time_scale
-        if not await self.answer(None, record_s=talk_s + 10.0):
+        if not await self.answer(record_s=talk_s + 10.0):
             return
         answered = loop.time()
         self._start_recording()
@@ -663,7 +662,7 @@ class _Session:
         """A voicemail box: the greeting, the beep (or not), then record until hung up."""
         cfg = self.sim.config
         longest = cfg.voicemail_max_s * cfg.time_scale
-        if not await self.answer(None, record_s=longest):
+        if not await self.answer(record_s=longest):
             return
         segments = [("greeting", (await rendering)[self.persona.greeting])]
         if self.persona.beep:
