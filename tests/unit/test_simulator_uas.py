@@ -14,6 +14,9 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import pytest
+
+from callfleet.simulator import voices
 from callfleet.simulator.sip_server import PhoneSimulator, SimulatorConfig
 from callfleet.telephony.rtp import RtpPacket
 from callfleet.telephony.sip import SipParseError, SipRequest, SipResponse, SipTimers
@@ -464,6 +467,40 @@ def test_refer_is_accepted_notified_and_followed_by_our_bye() -> None:
 
     config = SimulatorConfig(time_scale=0.05, transfer_hangup_s=0.3, timers=FAST)
     _run(config, body)
+
+
+def test_fast_mode_renders_nothing_and_listens_to_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_speech(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fast mode must not render speech or run a VAD")
+
+    monkeypatch.setattr(voices, "speak_all", no_speech)
+    monkeypatch.setattr(voices, "Conversation", no_speech)
+
+    async def body(sim: PhoneSimulator, peer: RawPeer) -> None:
+        media, port = await _bind()
+        try:
+            invite = peer.invite(HUMAN, port)
+            peer.send(invite)
+            ok = await peer.response(200, "INVITE")
+            peer.send(peer.ack(invite, ok))
+            sim_rtp = ("127.0.0.1", parse_sdp(ok.body).media[0].port)
+            assert media.transport is not None
+            for seq in range(5):
+                packet = RtpPacket(0, seq, 160 * seq, 0x1234, b"\x00" * 160, marker=seq == 0)
+                media.transport.sendto(packet.to_bytes(), sim_rtp)
+            bye = await peer.expect(lambda m: isinstance(m, SipRequest) and m.method == "BYE")
+            assert isinstance(bye, SipRequest)
+            peer.send(_response_to(bye, 200, "OK"))
+            await sim.wait_idle(1.0)
+            call = sim.calls[peer.call_id]
+            assert call.packets_received == 5
+            assert (call.said, call.latencies_ms, bytes(call.heard)) == ([], [], b"")
+            assert call.recording_from is None and call.recording_path is None
+        finally:
+            assert media.transport is not None
+            media.transport.close()
+
+    _run(SimulatorConfig(time_scale=0, fast_hold_s=0.3, timers=FAST), body)
 
 
 def _response_to(request: SipRequest, status: int, reason: str) -> SipResponse:
