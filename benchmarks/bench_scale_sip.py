@@ -24,7 +24,9 @@ Part 2, per live call. A second simulator whose calls stay up `--live-hold-s`, a
 second account capped at `--live`, two workers holding those calls between them;
 each worker's RSS and CPU are sampled idle and with every call live, and divided
 by its live calls. This is the whole SIP call: dispatch, SIP dialog, RTP silence
-both ways (50 packets a second each way per call).
+both ways (50 packets a second each way per call). Then the batch is stopped, so our
+side sends a BYE for every live call at once: printed, how long until all had ended
+in our database and at the phones, and the UDP receive-buffer drops during part 2.
 
     .venv/bin/python benchmarks/bench_scale_sip.py [--calls 5000] [--cap 200] [--live 200]
 """
@@ -233,6 +235,7 @@ def per_call(
     bench.trunk(key, PhoneLog.read(log).port)
     workers = bench.workers(2, live // 2 + 10, env)
     time.sleep(3)
+    drops = udp_rcvbuf_errors()
     idle_rss = [w.memory_info().rss for w in workers]
     numbers = people(live, first=len(people(10**6)) - live)
     batch_id = bench.batch(account_id, numbers, calling_window=c.OPEN_WINDOW)
@@ -267,8 +270,30 @@ def per_call(
         f"  calls in the air during the sample: {in_air}; the simulator (the far end of "
         f"every call) used {sim_pct:.1f} % of a core"
     )
+    hang_up_all(bench, key, batch_id, log)
+    c.console.print(f"  UDP receive-buffer drops during part 2: {udp_rcvbuf_errors() - drops}")
     bench.stop_all()
     return statistics.mean(rss_per), statistics.mean(cpu_per), sim_pct / max(in_air, 1)
+
+
+def hang_up_all(bench: SipBench, key: str, batch_id: str, log: Path) -> None:
+    """Stop the batch: our side sends a BYE for every live call at once, the burst
+    that once left some BYEs unanswered for ~32 s (Timer F)."""
+    began, wall = time.monotonic(), time.time()
+    resp = httpx.post(
+        f"http://127.0.0.1:{bench.api_port}/v1/batches/{batch_id}/stop",
+        headers={"authorization": key}, timeout=30,
+    )  # fmt: skip
+    resp.raise_for_status()
+    wait(lambda: bench.live(batch_id) == 0, 120, "the calls to end", every=0.1)
+    took = time.monotonic() - began
+    time.sleep(0.3)
+    ends = [e for e in PhoneLog.read(log).ends.values() if e["ended_by"] == "caller"]
+    at_phones = max((e["ended_at"] - wall for e in ends), default=0.0)
+    c.console.print(
+        f"  stopping the batch hung up every live call in {took:.2f} s (our database); "
+        f"the last BYE reached the phones {at_phones:.2f} s after the stop ({len(ends)} BYEs)"
+    )
 
 
 def main() -> None:
