@@ -11,8 +11,10 @@ beyond the account's cap and writes its own record of every INVITE and call end
 small HTTP receiver counts the batch webhook's deliveries by `webhook-id`.
 
 The other `test_scale_*.py` files import this module; its own tests check that the
-distributed mode refuses SQLite clearly, stop a batch live on a worker, and stop a
-worker with SIGTERM. Process logs are printed when a test fails (`SCALE_LOG_LEVEL=info`
+distributed mode refuses SQLite clearly, that the simulator records one SIP call per
+number of a small batch (busy and declining numbers among them), that stopping a
+batch hangs up its live calls (our BYE reaches the phones), and that SIGTERM stops a
+worker gracefully. Process logs are printed when a test fails (`SCALE_LOG_LEVEL=info`
 makes them talkative); a process that ignores SIGTERM for 20 s fails the test and
 dumps its threads (faulthandler).
 """
