@@ -155,6 +155,8 @@ class AgentOptions:
     answered_by_enabled: bool = False
     voicemail_action: str = "hangup"
     voicemail_message: str | None = None
+    voice: str | None = None
+    """The call's `voice`: a hosted TTS provider's voice id or name (local voices ignore it)."""
     language: str = "en"
     keywords: tuple[str, ...] = ()
     pronunciation: tuple[tuple[str, str], ...] = ()
@@ -221,6 +223,7 @@ class AgentOptions:
             answered_by_enabled=bool(params.get("answered_by_enabled", False)),
             voicemail_action=action if action in VOICEMAIL_ACTIONS else "hangup",
             voicemail_message=text("voicemail_message"),
+            voice=text("voice"),
             language=(text("language") or "en").split("-")[0].lower(),
             keywords=tuple(str(k) for k in keywords) if isinstance(keywords, list) else (),
             pronunciation=tuple(pairs),
