@@ -583,6 +583,18 @@ def test_the_simulator_records_each_call_over_sip(cluster: Cluster, receiver: Re
     answered = [e for e in record.ends.values() if e["status"] == 200]
     assert len(answered) == 24 and {e["ended_by"] for e in answered} == {"simulator"}
     assert verdict.slow == 0, f"answer to end took up to {verdict.slowest_s:.1f} s"
+    # On SIGTERM the simulator writes its totals last.
+    assert cluster.phones is not None
+    cluster.kill(cluster.phones, signal.SIGTERM)
+    summary = cluster.phone_record().summary
+    assert summary is not None and cluster.phones.popen.returncode == 0
+    assert (summary["invites"], summary["calls"], summary["rejected_over_capacity"]) == (
+        30 + verdict.retransmitted,
+        30,
+        0,
+    ), summary
+    assert summary["max_concurrent_seen"] == verdict.sim_peak <= 20
+    assert summary["final_responses"] == {"200": 24, "486": 3, "603": 3}
 
 
 def test_stopping_a_batch_hangs_up_calls_live_on_a_worker(cluster: Cluster) -> None:
