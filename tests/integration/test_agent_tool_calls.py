@@ -152,7 +152,8 @@ def test_custom_tool_calls_a_real_http_server_and_the_llm_gets_its_answer() -> N
                 ],
             }  # fmt: skip
             params = {
-                "task": "You help with orders.", "phone_number": "+15550001234",
+                "task": "You help with orders. The order is {{status}}.",
+                "phone_number": "+15550001234",
                 "request_data": {"api_token": "t0k3n"}, "tools": [tool],
             }  # fmt: skip
             outcome, line, engines = await converse(server, params, [Pause(6.0)])
@@ -175,6 +176,15 @@ def test_custom_tool_calls_a_real_http_server_and_the_llm_gets_its_answer() -> N
     assert len(server.requests) == 2
     result = json.loads(tool_results(server.requests[1])[0])
     assert result == {"status": "shipped", "eta": "Friday"}
+    # what it found became part of the instructions for the turns after it
+    before = server.requests[0]["messages"][0]["content"]
+    after = server.requests[1]["messages"][0]["content"]
+    assert before.startswith("You help with orders. The order is {{status}}.\n")
+    assert "tools found" not in before
+    assert after.startswith("You help with orders. The order is shipped.\n")
+    assert after.endswith(
+        "What your tools found during this call:\n- status: shipped\n- eta: Friday"
+    )
     spoken = engines.ttss[0].spoken
     assert spoken[0] == "Let me check that for you."
     assert "Your order has shipped and arrives Friday." in " ".join(spoken)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,7 +23,12 @@ from callfleet.agent.dynamic_data import (
     send,
     variable_names,
 )
-from callfleet.agent.options import AgentOptions, parse_tools, transfer_numbers
+from callfleet.agent.options import (
+    AgentOptions,
+    late_bound_names,
+    parse_tools,
+    transfer_numbers,
+)
 from callfleet.agent.tools import CallTools
 from callfleet.api.call_fields import check_fields
 
@@ -89,6 +95,7 @@ def test_parse_dynamic_data_and_transfer_numbers() -> None:
         },
     ]
     assert variable_names(both_names) == ["a", "b"]
+    assert late_bound_names({"dynamic_data": both_names, "tools": [TOOL]}) == ["a", "b", "status"]
     assert transfer_numbers({"transfer_phone_number": "+15550001111"}) == {
         "default": "+15550001111"
     }
@@ -225,6 +232,9 @@ class _Host:
     def ending(self, reason: str) -> None: ...
 
     def transferred(self, number: str) -> None: ...
+
+    def learned(self, facts: Mapping[str, tuple[str, Any]]) -> str:
+        return ""
 
 
 def test_tool_schemas_offered() -> None:

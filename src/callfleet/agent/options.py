@@ -22,6 +22,7 @@ from callfleet.agent.dynamic_data import (
     HttpRequestSpec,
     parse_dynamic_data,
     parse_request,
+    variable_names,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "AgentOptions",
     "HttpTool",
     "ProviderSettings",
+    "late_bound_names",
     "parse_tools",
     "transfer_numbers",
 ]
@@ -113,6 +115,16 @@ def parse_tools(value: object, where: str = "tools", *, url_required: bool = Tru
         seen.add(name)
         tools.append(HttpTool(name, str(description), request, dict(schema), speech or None))
     return tuple(tools), problems
+
+
+def late_bound_names(params: Mapping[str, Any]) -> list[str]:
+    """Placeholders the agent fills during the call, not when the call is queued: the
+    `response_data` names of its `dynamic_data` and of its tools. Submission should
+    leave `{{name}}` as written for these instead of calling them missing."""
+    names = variable_names(params.get("dynamic_data"))
+    for tool in parse_tools(params.get("tools"))[0]:
+        names.extend(f.name for f in tool.request.response_data)
+    return list(dict.fromkeys(names))
 
 
 def transfer_numbers(params: Mapping[str, Any]) -> dict[str, str]:

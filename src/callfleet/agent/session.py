@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,6 +179,10 @@ class PipecatAgent:
         return await conversation.run(hangup)
 
 
+def _as_line(value: Any) -> str:
+    return (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))[:500]
+
+
 def silero_vad(params: VADParams) -> VADAnalyzer:
     """Silero VAD (its ONNX ships in pipecat's wheel), one per call."""
     return SileroVADAnalyzer(params=params)
@@ -192,6 +197,8 @@ class _Conversation:
         self.call = call
         self.audio = audio
         self.dynamic = dynamic
+        self.facts: dict[str, tuple[str, Any]] = {}
+        """What the call's tools found: name -> (context, value)."""
         self.outcome = AgentOutcome(model=agent.engines.model_label)
         options = call.options
         if dynamic is not None:
@@ -297,12 +304,20 @@ class _Conversation:
         self._turn("robot", text)
 
     def instructions(self) -> str:
-        """The call's prompt with the dynamic data's values filled in and listed."""
-        prompt = self.call.options.prompt
-        if self.dynamic is None:
-            return prompt
-        filled = fill(prompt, self.dynamic.values, default=None)
-        return "\n\n".join(part for part in (filled, self.dynamic.instructions()) if part)
+        """The call's prompt with the values of its dynamic data and of what its tools
+        found filled in, and listed."""
+        values = dict(self.dynamic.values) if self.dynamic is not None else {}
+        values.update({name: value for name, (_, value) in self.facts.items()})
+        parts = [fill(self.call.options.prompt, values, default=None)]
+        if self.dynamic is not None:
+            parts.append(self.dynamic.instructions())
+        if self.facts:
+            found = [
+                f"- {name}{f' ({about})' if about else ''}: {_as_line(value)}"
+                for name, (about, value) in self.facts.items()
+            ]
+            parts.append("What your tools found during this call:\n" + "\n".join(found))
+        return "\n\n".join(part for part in parts if part)
 
     # -- what the tools need (`callfleet.agent.tools.ToolHost`) ---------------------------
 
@@ -328,6 +343,10 @@ class _Conversation:
             elif not waiting_for_words and now - quiet_since >= _QUIET_AFTER_SPEECH_S:
                 return
             await asyncio.sleep(0.02)
+
+    def learned(self, facts: Mapping[str, tuple[str, Any]]) -> str:
+        self.facts.update(facts)
+        return self.instructions()
 
     def ending(self, reason: str) -> None:
         self.outcome.hangup_reason = reason

@@ -14,7 +14,9 @@ OpenAI-compatible endpoint is configured); the scripted policy has none.
   filled from the call's variables and the arguments its `input_schema` declares
   (those win; undeclared ones are dropped); its `speech` is said while the request
   runs; the result is the `response_data` values picked out of the answer, or the
-  answer itself (cut to `MAX_RESULT_CHARS`), or `{"error": ...}`.
+  answer itself (cut to `MAX_RESULT_CHARS`), or `{"error": ...}`. As in the hosted
+  product, `response_data` values also become variables of the agent's prompt
+  (`{{status}}`) and lines of its instructions, from the next LLM turn on.
 
 Every call of a tool and its result are written to the transcript as
 `agent-action` turns. `LiveInstructions` keeps the system instruction in step
@@ -81,6 +83,10 @@ class ToolHost(Protocol):
 
     def transferred(self, number: str) -> None:
         """The call went to `number`: the agent's part is over now."""
+        ...
+
+    def learned(self, facts: Mapping[str, tuple[str, Any]]) -> str:
+        """A tool found `facts` (name -> (context, value)); the instructions now."""
         ...
 
 
@@ -255,6 +261,14 @@ class CallTools:
         else:
             if tool.request.response_data:
                 result = {f.name: extract(answer, f.data) for f in tool.request.response_data}
+                facts = {
+                    f.name: (f.context, result[f.name])
+                    for f in tool.request.response_data
+                    if result[f.name] is not None
+                }
+                if facts:  # queued into the LLM ahead of the turn this result will start
+                    delta = LLMSettings(system_instruction=self.host.learned(facts))
+                    await params.llm.queue_frame(LLMUpdateSettingsFrame(delta=delta))
             else:
                 result = answer
                 text = _compact(answer, MAX_RESULT_CHARS + 1)
