@@ -298,3 +298,38 @@ def test_hush_and_silence() -> None:
     silent = voices.Conversation(None, clock=clock)
     _run(silent, clock, lambda t, _: LOUD if t < 1.0 else QUIET, 3.0)
     assert (silent.said, silent.latencies_ms, silent.caller_turns) == ([], [], 1)
+
+
+def test_under_way_keeps_a_person_on_the_line_until_the_talk_is_over() -> None:
+    clock = Clock()
+    conversation = voices.Conversation(_line("hello", 1.0), [_line("one", 1.0)], clock=clock)
+    seen: dict[float, bool] = {}
+
+    def caller(t: float, _: bytes | None) -> bytes:
+        seen[t] = conversation.under_way(2.0)
+        return LOUD if 2.0 <= t < 3.0 else QUIET  # answers the greeting once, then quiet
+
+    _run(conversation, clock, caller, 12.0)
+    assert seen[0.0] and seen[1.0]  # about to greet, greeting (0.3 .. 1.28 s)
+    assert seen[1.9]  # the caller has a moment (2 s) to answer the greeting
+    assert seen[3.5]  # the caller's turn is ending (quiet from 2.98 s)
+    assert seen[4.5]  # saying "one" (3.8 .. 4.78 s)
+    assert seen[6.5]  # the caller has 2 s to answer "one"
+    assert not seen[7.0]  # and did not: the talk is over
+    assert conversation.said == ["hello", "one"]
+
+
+def test_under_way_without_a_word_from_the_caller() -> None:
+    clock = Clock()
+    conversation = voices.Conversation(_line("hello", 0.5), [_line("one", 1.0)], clock=clock)
+    states = []
+    for tick in range(200):
+        clock.now = 100.0 + tick * TICK
+        conversation.read()
+        conversation.hear(QUIET)
+        states.append(conversation.under_way(2.0))
+    # pause 0.3 s + greeting 0.5 s, then 2 s for an answer that never comes
+    assert all(states[:139]) and not any(states[141:])
+    assert not voices.Conversation(None, clock=clock).under_way(2.0)  # a silent person
+    conversation.hush()
+    assert not conversation.under_way(2.0)

@@ -9,7 +9,10 @@ wait multiplied by `time_scale`:
 | ----------- | ------------------------------------------------------------------------ |
 | human       | 100, 180 for ring_s, 200 + SDP; a spoken greeting, then it answers each  |
 |             | of the caller's turns with a line of its script (`voices.Conversation`); |
-|             | our BYE after talk_s unless the caller hangs up first                    |
+|             | our BYE after talk_s unless the caller hangs up first, but never in the  |
+|             | middle of a line or a conversation: not before the caller has had 2 s to |
+|             | answer, and once they talk, not before the script is said and they have  |
+|             | been quiet for 2 s (within talk_s of real time)                          |
 | voicemail   | 180 for ring_s, 200; a spoken greeting, a 1 kHz beep (or none), then it  |
 |             | records what it hears until the caller hangs up (at most 120 s, scaled)  |
 | busy        | 100, then 486 after ring_s                                               |
@@ -99,6 +102,8 @@ ENDED_BY_SIMULATOR = "simulator"
 _IN_DIALOG_ONLY = ("BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER")
 _NOT_ALLOWED = ("REGISTER", "SUBSCRIBE", "MESSAGE", "PUBLISH")
 _SEPARATORS = re.compile(r"[\s\-().]")
+_CONVERSATION_OVER_S = 2.0
+"""How long a person gives the caller to answer, and the quiet that ends a conversation."""
 
 
 @dataclass(frozen=True)
@@ -656,6 +661,13 @@ class _Session:
         if self.rtp is not None and self.state == "accepted":
             self.rtp.source = conversation
         await self._wait_ended(talk_s - (loop.time() - answered))
+        # Nobody hangs up mid-sentence or mid-conversation: finish the line, give the
+        # caller a moment to answer it, and once they have joined in, say the script and
+        # let them fall quiet; all within talk_s of real time (time_scale shortens waits,
+        # not talk).
+        latest = answered + max(talk_s, persona.talk_s)
+        while conversation.under_way(_CONVERSATION_OVER_S) and loop.time() < latest:
+            await self._wait_ended(min(0.1, latest - loop.time()))
         await self.hangup()
 
     async def _voicemail(self, rendering: asyncio.Future[dict[str, bytes]]) -> None:

@@ -342,6 +342,24 @@ class Conversation:
         idle = self._playing is None and self._greeting is None
         return idle and not self._lines and self._barge_in is None
 
+    def under_way(self, quiet_s: float) -> bool:
+        """Whether hanging up now would cut the talk short: we are speaking (or about to
+        greet), the caller is talking or a reply to them is due, the caller has had less
+        than `quiet_s` to answer our last line, or they have joined in and either we have
+        lines left or they spoke within the last `quiet_s`."""
+        if self._hushed:
+            return False
+        if self._playing is not None or self._greeting is not None or self._talking:
+            return True
+        if self._owe_reply and self._lines:
+            return True
+        now = self._clock()
+        if self._measure_from is not None and now - self._measure_from < quiet_s:
+            return True
+        if not self.caller_turns:
+            return False
+        return bool(self._lines) or now - self._last_speech < quiet_s
+
     def hush(self) -> None:
         """Stop talking now and say nothing more (the call was transferred)."""
         self._hushed = True
