@@ -470,3 +470,32 @@ def test_stop_a_batch_cancels_what_was_not_dialled(server_factory: Any) -> None:
         ]
     assert len(starts) == len(dialled)
     assert all(start <= stopped_at for start in starts), "a call was dialled after the stop"
+
+
+def test_placeholders_filled_during_the_call_are_left_for_the_agent(fast: Server) -> None:
+    body = {
+        "base_prompt": "Call {{business}}; the lead is {{lead_status}}, plan {{plan}}.",
+        "dynamic_data": [
+            {
+                "url": "https://crm.example.com/leads/{{phone_number}}",
+                "response_data": [{"name": "lead_status", "data": "$.lead.status"}],
+            }
+        ],
+        "call_data": [{"phone_number": "+12125550101", "business": "Acme", "plan": "gold"}],
+        "start_time": "2099-01-01 09:00:00 -05:00",
+    }
+    with fast.client(fast.new_key()) as client:
+        resp = client.post("/v1/batches", json=body)
+        assert resp.status_code == 200, resp.text
+        call_id = client.get(f"/v1/batches/{resp.json()['batch_id']}").json()["call_data"][0][
+            "call_id"
+        ]
+        details = client.get(f"/v1/calls/{call_id}").json()
+        # Without the dynamic data, the same placeholder is a missing property.
+        body.pop("dynamic_data")
+        refused = client.post("/v1/batches", json=body)
+    assert "lead_status" not in details["request_data"]
+    with fast.db.read() as conn:
+        task = conn.execute(sa.select(calls.c.task).where(calls.c.id == call_id)).scalar_one()
+    assert task == "Call Acme; the lead is {{lead_status}}, plan gold."
+    assert refused.status_code == 400 and "lead_status" in refused.text

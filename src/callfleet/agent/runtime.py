@@ -33,8 +33,10 @@ class AgentUnavailable(RuntimeError):
 
 
 class AgentRuntime:
-    def __init__(self, settings: ProviderSettings) -> None:
+    def __init__(self, settings: ProviderSettings, *, allow_private_urls: bool = False) -> None:
         self.settings = settings
+        self.allow_private_urls = allow_private_urls
+        """Tools and `dynamic_data` may reach private addresses (as webhooks may)."""
         self._engines: LocalEngines | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-load")
         self._loading: Future[PipecatAgent] = self._pool.submit(self._load)
@@ -46,7 +48,7 @@ class AgentRuntime:
         engines = LocalEngines(self.settings)
         self._engines = engines
         engines.start()
-        return PipecatAgent(engines)
+        return PipecatAgent(engines, allow_private_urls=self.allow_private_urls)
 
     def describe(self) -> str:
         return (

@@ -53,7 +53,7 @@ def make_carrier(settings: Settings) -> Carrier:
         providers = replace(
             ProviderSettings.from_settings(settings), extra=settings.speech_provider_extra
         )
-        media = AgentRuntime(providers)
+        media = AgentRuntime(providers, allow_private_urls=settings.webhook_allow_private)
     sip = SipCarrier(
         SipCarrierConfig(
             bind_host=settings.sip_bind_host,

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from callfleet.agent.options import late_bound_names
 from callfleet.api.call_fields import CALL_FIELDS, check_fields, parse_start_time, resolve_fields
 from callfleet.api.errors import ApiError
 from callfleet.config import Settings
@@ -253,15 +254,20 @@ def prepare_calls(
         props = {k: v for k, v in row.items() if k not in CALL_FIELDS}
         props["phone_number"] = to
         variables = {**shared_vars, **(overrides.get("request_data") or {}), **props}
+        values = variables
+        if "dynamic_data" in params or "tools" in params:
+            # Names the agent fills in during the call stay as written until then.
+            late = {name: f"{{{{{name}}}}}" for name in late_bound_names(params)}
+            values = {**late, **variables}
         try:
-            task = render(base_prompt, variables)
+            task = render(base_prompt, values)
             rendered: dict[str, Any] = {
-                name: render(str(params[name]), variables)
+                name: render(str(params[name]), values)
                 for name in RENDERED_FIELDS
                 if params.get(name)
             }
             if isinstance(params.get("script"), list):
-                rendered["script"] = [render(str(line), variables) for line in params["script"]]
+                rendered["script"] = [render(str(line), values) for line in params["script"]]
         except MissingVariables as exc:
             names = ", ".join(exc.names)
             row_errors.append(
