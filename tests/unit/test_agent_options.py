@@ -85,3 +85,14 @@ def test_text_helpers() -> None:
     header += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
     pcm, rate = parse_wav(header + b"data\xff\xff\xff\x7f" + b"\x01\x02\x03")
     assert (pcm, rate) == (b"\x01\x02", 22050)
+
+
+def test_the_call_model_reaches_the_llm_unless_it_is_a_hosted_tier() -> None:
+    from callfleet.agent.providers.openai_llm import openai_compatible_llm
+
+    settings = ProviderSettings(llm_base_url="http://127.0.0.1:9/v1", llm_model="house-model")
+    own = AgentOptions.from_params({"model": "llama-3.1-8b"})
+    tier = AgentOptions.from_params({"model": "enhanced"})
+    assert (own.model, tier.model) == ("llama-3.1-8b", None)
+    assert openai_compatible_llm(settings, own)._settings.model == "llama-3.1-8b"
+    assert openai_compatible_llm(settings, tier)._settings.model == "house-model"

@@ -117,6 +117,15 @@ def parse_tools(value: object, where: str = "tools", *, url_required: bool = Tru
     return tuple(tools), problems
 
 
+HOSTED_MODEL_TIERS = ("base", "turbo", "enhanced")
+
+
+def _llm_model(value: str | None) -> str | None:
+    if value is None or value.lower() in HOSTED_MODEL_TIERS:
+        return None
+    return value
+
+
 def late_bound_names(params: Mapping[str, Any]) -> list[str]:
     """Placeholders the agent fills during the call, not when the call is queued: the
     `response_data` names of its `dynamic_data` and of its tools. Submission should
@@ -167,6 +176,9 @@ class AgentOptions:
     answered_by_enabled: bool = False
     voicemail_action: str = "hangup"
     voicemail_message: str | None = None
+    model: str | None = None
+    """The call's `model`, when it names an LLM model rather than one of the hosted
+    product's tiers (`base`, `turbo`, `enhanced`): the LLM endpoint is asked for it."""
     voice: str | None = None
     """The call's `voice`: a hosted TTS provider's voice id or name (local voices ignore it)."""
     language: str = "en"
@@ -236,6 +248,7 @@ class AgentOptions:
             voicemail_action=action if action in VOICEMAIL_ACTIONS else "hangup",
             voicemail_message=text("voicemail_message"),
             voice=text("voice"),
+            model=_llm_model(text("model")),
             language=(text("language") or "en").split("-")[0].lower(),
             keywords=tuple(str(k) for k in keywords) if isinstance(keywords, list) else (),
             pronunciation=tuple(pairs),

@@ -199,7 +199,10 @@ class _Conversation:
         self.dynamic = dynamic
         self.facts: dict[str, tuple[str, Any]] = {}
         """What the call's tools found: name -> (context, value)."""
-        self.outcome = AgentOutcome(model=agent.engines.model_label)
+        label = agent.engines.model_label
+        if label != "scripted" and call.options.model:
+            label = call.options.model  # the call asked the LLM endpoint for this one
+        self.outcome = AgentOutcome(model=label)
         options = call.options
         if dynamic is not None:
             for failure in dynamic.failures:

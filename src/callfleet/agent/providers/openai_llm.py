@@ -52,7 +52,7 @@ def openai_compatible_llm(settings: ProviderSettings, options: AgentOptions) -> 
         base_url=settings.llm_base_url,
         api_key=settings.llm_api_key or "not-needed",
         settings=OpenAILLMService.Settings(
-            model=settings.llm_model or "default",
+            model=options.model or settings.llm_model or "default",
             system_instruction=options.prompt or None,
             temperature=options.temperature,
             max_tokens=options.max_tokens,
