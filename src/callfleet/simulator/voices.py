@@ -43,6 +43,8 @@ from callfleet.simulator import audio
 
 __all__ = [
     "DEFAULT_VOICE",
+    "FRAME_S",
+    "SPEECH_DBFS",
     "Conversation",
     "TurnTaking",
     "Utterance",
