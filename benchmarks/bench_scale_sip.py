@@ -34,8 +34,10 @@ in our database and at the phones, and the UDP receive-buffer drops during part 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -113,6 +115,39 @@ def udp_rcvbuf_errors() -> int:
     return int(values[names.index("RcvbufErrors")])
 
 
+def udp_socket_drops(pid: int) -> dict[int, int]:
+    """Local port -> datagrams dropped for a full receive buffer, for each UDP socket the
+    process holds now (`/proc/net/udp`; a closed socket's count is gone with it)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    out: dict[int, int] = {}
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[9] in inodes:
+            out[int(cols[1].rsplit(":", 1)[1], 16)] = int(cols[12])
+    return out
+
+
+def sip_drops(procs: dict[str, tuple[int, int]]) -> str:
+    """Drops on each process's SIP socket, and on its other (RTP, RTCP) sockets, as
+    `name SIP/RTP`. `procs`: name -> (pid, SIP port, or 0: the one outside the RTP range)."""
+    parts = []
+    for name, (pid, sip_port) in procs.items():
+        try:
+            drops = udp_socket_drops(pid)
+        except OSError:
+            continue
+        if not sip_port:  # a worker: its SIP socket is the one outside its RTP range
+            sip_port = next((p for p in drops if not 16384 <= p <= 32767), 0)
+        sip = drops.get(sip_port, 0)
+        parts.append(f"{name} {sip}/{sum(drops.values()) - sip}")
+    return ", ".join(parts)
+
+
 class SipBench(Bench):
     def simulator(self, name: str, cap: int, hold_s: float) -> tuple[psutil.Process, Path]:
         log = self.tmp / f"{name}.jsonl"
@@ -186,6 +221,10 @@ def throughput(
                 time.sleep(0.2)
         took = time.monotonic() - began
         dropped = udp_rcvbuf_errors() - drops
+        sockets = sip_drops({
+            "simulator": (sim_ps.pid, PhoneLog.read(log).port),
+            **{f"worker {i + 1}": (w.pid, 0) for i, w in enumerate(workers)},
+        })  # fmt: skip
         used = {k: cpu_seconds(v) - before[k] for k, v in kinds.items()}
         time.sleep(0.3)  # the simulator writes its record every 50 ms
         record = PhoneLog.read(log)
@@ -215,7 +254,8 @@ def throughput(
             f"{record.rejected}); answer-to-end max {run.slowest_s:.2f} s at the phones "
             f"({run.slow} over {SLOW_S:g} s), {run.db_slowest_s:.2f} s in our database; "
             f"INVITE retransmissions {retransmitted}; numbers with more than one SIP call "
-            f"{run.redialled}; UDP receive-buffer drops {dropped}\n"
+            f"{run.redialled}; UDP receive-buffer drops {dropped} (SIP/other sockets still "
+            f"open: {sockets})\n"
             f"    CPU ms per call: {cpu} (total {sum(run.cpu_ms.values()):.1f})"
         )
         for proc in bench.procs[2:]:  # the workers; the simulator and the API stay
@@ -271,7 +311,14 @@ def per_call(
         f"every call) used {sim_pct:.1f} % of a core"
     )
     hang_up_all(bench, key, batch_id, log)
-    c.console.print(f"  UDP receive-buffer drops during part 2: {udp_rcvbuf_errors() - drops}")
+    sockets = sip_drops({
+        "simulator": (sim_ps.pid, PhoneLog.read(log).port),
+        **{f"worker {i + 1}": (w.pid, 0) for i, w in enumerate(workers)},
+    })  # fmt: skip
+    c.console.print(
+        f"  UDP receive-buffer drops during part 2: {udp_rcvbuf_errors() - drops} "
+        f"(SIP/other sockets still open: {sockets})"
+    )
     bench.stop_all()
     return statistics.mean(rss_per), statistics.mean(cpu_per), sim_pct / max(in_air, 1)
 
@@ -303,6 +350,11 @@ def main() -> None:
     parser.add_argument("--hold-s", type=float, default=0.2, help="answered calls last (part 1)")
     parser.add_argument("--live", type=int, default=200, help="live calls (part 2)")
     parser.add_argument("--live-hold-s", type=float, default=60.0, help="their length")
+    parser.add_argument("--skip-live", action="store_true", help="part 1 only")
+    parser.add_argument(
+        "--keep-logs", type=Path, metavar="DIR",
+        help="copy the processes' logs and the simulators' invite logs here at the end",
+    )  # fmt: skip
     args = parser.parse_args()
     c.quiet_logs()
     c.header(
@@ -321,10 +373,12 @@ def main() -> None:
             c.console.rule("Part 1: throughput over SIP, one worker then two")
             runs = throughput(bench, c.new_account(bench.db), args.calls, args.cap, args.hold_s)
             one, two = runs
-            c.console.rule("Part 2: per live SIP call")
-            rss_kib, cpu_pct, sim_pct = per_call(
-                bench, c.new_account(bench.db, "per-call"), args.live, args.live_hold_s
-            )
+            rss_kib = cpu_pct = sim_pct = float("nan")
+            if not args.skip_live:
+                c.console.rule("Part 2: per live SIP call")
+                rss_kib, cpu_pct, sim_pct = per_call(
+                    bench, c.new_account(bench.db, "per-call"), args.live, args.live_hold_s
+                )
             c.console.rule("Summary")
             c.console.print(
                 f"  calls/s over SIP: one worker {one.rate:,.1f} (baseline = 1.00), two "
@@ -345,6 +399,8 @@ def main() -> None:
             c.footer()
         finally:
             bench.stop_all()
+            if args.keep_logs is not None:
+                shutil.copytree(tmp, args.keep_logs, dirs_exist_ok=True)
             bench.db.dispose()
             with psycopg.connect(ADMIN, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
