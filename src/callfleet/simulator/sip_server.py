@@ -10,9 +10,9 @@ wait multiplied by `time_scale`:
 | human       | 100, 180 for ring_s, 200 + SDP; a spoken greeting, then it answers each  |
 |             | of the caller's turns with a line of its script (`voices.Conversation`); |
 |             | our BYE after talk_s unless the caller hangs up first, but never in the  |
-|             | middle of a line or a conversation: not before the caller has had 2 s to |
+|             | middle of a line or a conversation: not before the caller has had 4 s to |
 |             | answer, and once they talk, not before the script is said and they have  |
-|             | been quiet for 2 s (within talk_s of real time)                          |
+|             | been quiet for 4 s (within talk_s of real time)                          |
 | voicemail   | 180 for ring_s, 200; a spoken greeting, a 1 kHz beep (or none), then it  |
 |             | records what it hears until the caller hangs up (at most 120 s, scaled)  |
 | busy        | 100, then 486 after ring_s                                               |
@@ -102,7 +102,7 @@ ENDED_BY_SIMULATOR = "simulator"
 _IN_DIALOG_ONLY = ("BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER")
 _NOT_ALLOWED = ("REGISTER", "SUBSCRIBE", "MESSAGE", "PUBLISH")
 _SEPARATORS = re.compile(r"[\s\-().]")
-_CONVERSATION_OVER_S = 2.0
+_CONVERSATION_OVER_S = 4.0
 """How long a person gives the caller to answer, and the quiet that ends a conversation."""
 
 
