@@ -37,6 +37,9 @@ _models: dict[int, WhisperModel] = {}
 _lock = threading.Lock()
 _NO_SPEECH = 0.6
 _MIN_LOGPROB = -1.2
+_MAX_TOKENS = 220
+_LOOPING = 3.0
+"""A segment whose text compresses this well even after the retry is a loop, not speech."""
 
 
 def load_whisper(threads: int = 2) -> WhisperModel:
@@ -67,7 +70,13 @@ def transcribe_pcm(
         language=language,
         chunk_length=window,
         beam_size=1,
-        temperature=0.0,  # no re-decoding at higher temperatures: bounded latency
+        # Greedy first; a decode that loops ("yes, yes, yes, ...": its text compresses
+        # too well) is redone once, warmer. The token cap bounds both decodes: nobody
+        # says more than about five tokens a second.
+        temperature=(0.0, 0.4),
+        compression_ratio_threshold=2.4,
+        log_prob_threshold=None,  # unsure is not looping: no retry for that
+        max_new_tokens=min(_MAX_TOKENS, 12 + int(len(audio) / 16000 * 6)),
         condition_on_previous_text=False,
         without_timestamps=True,
         vad_filter=False,
@@ -76,7 +85,9 @@ def transcribe_pcm(
     texts = [
         s.text.strip()
         for s in segments
-        if s.no_speech_prob < _NO_SPEECH and s.avg_logprob > _MIN_LOGPROB
+        if s.no_speech_prob < _NO_SPEECH
+        and s.avg_logprob > _MIN_LOGPROB
+        and s.compression_ratio <= _LOOPING
     ]
     return " ".join(t for t in texts if t)
 
