@@ -21,8 +21,10 @@ from callfleet.agent import _pipecat  # noqa: F401  (silences pipecat's import w
 
 # isort: split
 
+import faster_whisper.transcribe as _fw_transcribe  # type: ignore[import-untyped]
 import numpy as np
-from faster_whisper import WhisperModel  # type: ignore[import-untyped]  # no py.typed
+from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim as _pad_or_trim  # type: ignore[import-untyped]
 from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import STTSettings
@@ -40,6 +42,24 @@ _MIN_LOGPROB = -1.2
 _MAX_TOKENS = 220
 _LOOPING = 3.0
 """A segment whose text compresses this well even after the retry is a loop, not speech."""
+
+
+_MIN_WINDOW_S = 10
+"""The shortest audio window the encoder sees (see `_window_pad`)."""
+
+
+def _window_pad(array: Any, length: int = 3000, *, axis: int = -1) -> Any:
+    """faster-whisper 1.2 pads every window's features to 30 s (3000 frames) before the
+    encoder, whatever `chunk_length` says, and the encoder's cost is proportional to
+    it. A phone turn is a few seconds: a window of its own length (at least
+    `_MIN_WINDOW_S`) transcribes to the same words on our test sentences three times
+    faster (0.25 s instead of 0.78 s for a 3 s turn on this 2-core machine). Calls with
+    the default 30 s `chunk_length` are unchanged."""
+    frames = array.shape[axis]
+    return _pad_or_trim(array, min(length, max(frames, _MIN_WINDOW_S * 100)), axis=axis)
+
+
+_fw_transcribe.pad_or_trim = _window_pad
 
 
 def load_whisper(threads: int = 2) -> WhisperModel:
@@ -64,7 +84,7 @@ def transcribe_pcm(
     audio = np.frombuffer(pcm16k[: len(pcm16k) & ~1], dtype="<i2").astype(np.float32) / 32768.0
     # Whisper pads every input to a 30 s window; a phone turn is a few seconds, and a
     # window just longer than it makes the encoder ~20 % cheaper with the same words.
-    window = min(30, max(8, math.ceil(len(audio) / 16000) + 2))
+    window = min(30, max(_MIN_WINDOW_S, math.ceil(len(audio) / 16000) + 2))
     segments, _ = model.transcribe(
         audio,
         language=language,
