@@ -214,7 +214,7 @@ def demo(
     # The ring timeout is ours, not the phones': run it at the demo's speed too.
     overrides: dict[str, Any] = {
         "simulator_time_scale": scale,
-        "ring_timeout_s": max(1.0, 30.0 * scale),
+        "ring_timeout_s": max(5.0, 30.0 * scale),
     }
     if "CALLFLEET_DATA_DIR" not in os.environ and "CALLFLEET_DATABASE_URL" not in os.environ:
         overrides["data_dir"] = Path.cwd() / ".callfleet-demo"

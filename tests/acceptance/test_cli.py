@@ -40,16 +40,12 @@ def run(args: list[str], data_dir: Path, timeout: float) -> subprocess.Completed
 
 
 def expected_outcome(number: str) -> str:
-    """The README's test-number table: `+1 NPA 555-01XX` behaves by XX.
-
-    The demo calls over SIP, where only answering-machine detection can tell a
-    voicemail from a person; until the agent brings it, a voicemail is an answered,
-    completed call (answered_by "unknown").
-    """
+    """The README's test-number table: `+1 NPA 555-01XX` behaves by XX (the demo sends
+    `answered_by_enabled`, so the agent's detector reports voicemail boxes)."""
     xx = int(number[-2:])
     for top, outcome in (
         (40, "completed"),
-        (60, "completed"),
+        (60, "voicemail"),
         (70, "busy"),
         (80, "no-answer"),
         (90, "declined"),
@@ -81,7 +77,7 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -> No
 
 
 def test_demo_runs_a_batch_through_the_simulator(tmp_path: Path) -> None:
-    done = run(["demo", "--speed", "50", "--json"], tmp_path, timeout=180)
+    done = run(["demo", "--json"], tmp_path, timeout=240)
     assert done.returncode == 0, done.stderr
     details = json.loads(done.stdout)
     calls = details["call_data"]
@@ -97,3 +93,15 @@ def test_demo_runs_a_batch_through_the_simulator(tmp_path: Path) -> None:
         "failed",
     }
     assert all(c["completed"] for c in calls)
+    # Real conversations: the agent (scripted, as no LLM is configured) spoke and
+    # heard the simulator's people, and recorded them.
+    talked = [c for c in calls if c["status"] == "completed"]
+    for call in talked:
+        speakers = {t["user"] for t in call["transcripts"]}
+        assert {"user", "assistant"} <= speakers, call["transcripts"]
+        assert call["model"] == "scripted"
+        assert call["answered_by"] == "human"
+        assert call["recording_url"] == f"/v1/calls/{call['call_id']}/recording"
+    voicemail = [c for c in calls if c["status"] == "voicemail"]
+    assert voicemail and all(c["answered_by"] == "voicemail" for c in voicemail)
+    assert any("voicemail" in t["text"] for c in voicemail for t in c["transcripts"])

@@ -7,6 +7,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from callfleet.agent.call_audio import FRAME_BYTES, CallAudio
 from callfleet.agent.recording import StereoRecorder
@@ -109,3 +110,45 @@ def test_upsampler_doubles_the_rate_and_keeps_a_tone() -> None:
     image = spectrum[(freqs > 6500) & (freqs < 7500)].max()  # the 7 kHz mirror image
     assert image < spectrum.max() / 100
     assert abs(np.sqrt((samples**2).mean()) / 32767 - 0.3 / np.sqrt(2)) < 0.02
+
+
+def test_call_audio_times_the_reply_from_the_callee_last_sound_to_the_agent_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from callfleet.agent import call_audio
+
+    clock = [100.0]
+    monkeypatch.setattr(call_audio.time, "monotonic", lambda: clock[0])
+    loud = np.full(160, 4000, dtype="<i2").tobytes()
+    quiet = bytes(320)
+    audio = call_audio.CallAudio(max_queued_ms=10_000)
+
+    def tick(callee: bytes) -> bytes:
+        audio.feed(callee)
+        sent = audio.read()
+        clock[0] += 0.020
+        return sent
+
+    for _ in range(25):  # the callee speaks for 0.5 s ...
+        tick(loud)
+    for _ in range(40):  # ... then 0.8 s of quiet, the agent silent too
+        tick(quiet)
+
+    async def queue_reply() -> None:  # a reply with a 0.2 s quiet lead-in
+        await audio.play(quiet * 10 + loud * 10)
+
+    asyncio.run(queue_reply())
+    for _ in range(20):
+        tick(quiet)
+    # Speech ended at 0.5 s; the reply's first loud frame left 0.8 + 0.2 s later.
+    assert audio.latencies_ms == [pytest.approx(1000.0, abs=1)]
+
+    # A short noise from the callee (under 0.3 s) is not a turn: no measurement.
+    for _ in range(5):
+        tick(loud)
+    for _ in range(10):
+        tick(quiet)
+    asyncio.run(queue_reply())
+    for _ in range(20):
+        tick(quiet)
+    assert len(audio.latencies_ms) == 1

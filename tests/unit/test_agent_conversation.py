@@ -12,6 +12,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from callfleet.agent.call_audio import CallAudio
 from callfleet.agent.options import AgentOptions
@@ -234,3 +235,23 @@ def test_voicemail_hangup_says_nothing() -> None:
     assert outcome.hangup_reason == "voicemail"
     assert not line.agent_onsets
     assert len(line.callee_audio) / 16000 < 4.5  # hung up at the beep, not after it
+
+
+@pytest.mark.parametrize("tts_delay_s", [0.0, 0.8])
+def test_a_hello_over_the_opening_gets_the_opening_said_again_and_transcribed(
+    tts_delay_s: float,
+) -> None:
+    # With a slow voice the hello lands before the opening has made a sound.
+    engines = FakeEngines(
+        stt_lines=["Hello?", "Yes, go on."], seconds_per_word=0.15, tts_delay_s=tts_delay_s
+    )
+    options = AgentOptions(first_sentence="Hi, this is Alex from Acme, about your order.")
+    outcome, _ = converse(
+        engines, options,
+        [Pause(0.3), Say(SPEECH(1.2, seed=1), "Hello?"), WaitForAgent(quiet_s=0.6),
+         Say(SPEECH(1.0, seed=2), "Yes, go on.")],
+    )  # fmt: skip
+    said = [(t.user, t.text) for t in outcome.transcript if t.user != "robot"]
+    assert ("assistant", "Hi, this is Alex from Acme, about your order.") in said, said
+    first_user = said.index(("user", "Hello?"))
+    assert said[first_user + 1][0] == "assistant", said

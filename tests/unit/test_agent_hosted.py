@@ -129,9 +129,7 @@ def transcriber() -> Iterator[str]:
 
 
 def test_openai_stt_transcribes_over_http(transcriber: str) -> None:
-    stt = hosted_stt(
-        "openai", {**KEYS, "openai_base_url": transcriber}, language="en", keywords=()
-    )
+    stt = hosted_stt("openai", {**KEYS, "openai_base_url": transcriber}, language="en", keywords=())
     one_second = bytes(32000)  # 16 kHz 16-bit mono
 
     async def main() -> list[Any]:

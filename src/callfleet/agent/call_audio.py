@@ -16,7 +16,8 @@ A `StereoRecorder` attached as `recorder` gets one (callee, agent) pair per tick
 
 It also measures the call's voice-to-voice latency as the callee lives it: from
 the end of the callee's speech (the last loud frame received, by energy) to the
-first frame of the agent's next talk spurt leaving on the RTP clock. Only turns
+first loud frame of the agent's reply leaving on the RTP clock (a voice's quiet
+lead-in does not count as an answer). Only turns
 where the callee spoke for at least `_MIN_TURN_S` count, and only when the agent
 was quiet meanwhile (a reply, not the agent carrying on).
 """
@@ -102,10 +103,10 @@ class CallAudio:
             del out[:FRAME_BYTES]
             if not self._talking:
                 self._talking = True
-                now = time.monotonic()
-                self._measure(now)
                 if self.on_agent_audio is not None:
-                    self.on_agent_audio(now)
+                    self.on_agent_audio(time.monotonic())
+            if self._speech_frames and _rms(frame) >= _SPEECH_RMS:
+                self._measure(time.monotonic())  # the first sound of the reply
         else:
             frame = _SILENCE
             self._talking = False
@@ -117,7 +118,7 @@ class CallAudio:
         return frame
 
     def _measure(self, onset: float) -> None:
-        """A talk spurt starts: if it answers a turn of the callee, record the gap."""
+        """The agent's voice is heard: if it answers a turn of the callee, record the gap."""
         spoke = self._speech_frames * FRAME_S >= _MIN_TURN_S
         last = self._last_loud
         self._speech_frames = 0

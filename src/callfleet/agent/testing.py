@@ -99,12 +99,18 @@ class FakeSTT(LatestSegmentFinal):
 class FakeTTS(UtteranceTTSService):
     """A voice-like buzz of 0.3 s per word; `spoken` lists the texts it was asked to say."""
 
-    def __init__(self, *, seconds_per_word: float = 0.3, **kwargs: Any) -> None:
+    def __init__(
+        self, *, seconds_per_word: float = 0.3, delay_s: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(voice="fake", **kwargs)
         self.seconds_per_word = seconds_per_word
+        self.delay_s = delay_s
+        """How long each utterance takes to synthesise (a busy machine's Piper)."""
         self.spoken: list[str] = []
 
     async def synthesize(self, text: str) -> tuple[bytes, int]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         self.spoken.append(text)
         seconds = max(0.3, self.seconds_per_word * len(text.split()))
         return synth.speech_like(round(seconds, 2), seed=len(self.spoken), level=0.25), SAMPLE_RATE
@@ -137,6 +143,7 @@ class FakeEngines:
     llm_base_url: str | None = None
     """Set to use the real OpenAI-compatible client against this endpoint."""
     seconds_per_word: float = 0.3
+    tts_delay_s: float = 0.0
     stts: list[FakeSTT] = field(default_factory=list)
     ttss: list[FakeTTS] = field(default_factory=list)
     llms: list[FakeLLM] = field(default_factory=list)
@@ -153,7 +160,11 @@ class FakeEngines:
         return stt
 
     def tts(self, options: AgentOptions) -> FrameProcessor:
-        tts = FakeTTS(seconds_per_word=self.seconds_per_word, pronunciation=options.pronunciation)
+        tts = FakeTTS(
+            seconds_per_word=self.seconds_per_word,
+            delay_s=self.tts_delay_s,
+            pronunciation=options.pronunciation,
+        )
         self.ttss.append(tts)
         return tts
 
