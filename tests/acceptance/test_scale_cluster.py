@@ -132,6 +132,16 @@ class PhoneRecord:
                 out.setdefault(invite["number"], set()).add(invite["call_id"])
         return out
 
+    def call_ids_by_attempt(self) -> dict[str, set[str]]:
+        """`<call id>;attempt=<n>` (our INVITE header) -> the distinct SIP Call-IDs that
+        carried it: one, for an attempt dialled once."""
+        out: dict[str, set[str]] = {}
+        for invite in self.invites:
+            tag = invite.get("callfleet_call")
+            if tag and not invite["in_dialog"]:
+                out.setdefault(tag, set()).add(invite["call_id"])
+        return out
+
     def transactions_by_call_id(self) -> Counter[str]:
         """Call-ID -> how many INVITE transactions it opened (retransmissions aside, and
         the ones answered with a 407 challenge, which the caller must repeat)."""
@@ -486,6 +496,20 @@ def check_batch(cluster: Cluster, batch_id: str, count: int, cap: int) -> Verdic
         if got > want or (got < want and not cut):
             mismatched[number] = (got, want, row.status, row.error_message)
     assert not mismatched, f"(Call-IDs received, attempts claimed): {mismatched}"
+    # And by attempt, from the header each INVITE carries: one SIP call per attempt,
+    # and only attempts the database says were claimed.
+    tagged = {
+        tag: sip_calls
+        for tag, sip_calls in record.call_ids_by_attempt().items()
+        if tag.split(";")[0] in ids
+    }
+    twice_dialled = {tag: len(c) for tag, c in tagged.items() if len(c) != 1}
+    assert not twice_dialled, f"attempts dialled as several SIP calls: {twice_dialled}"
+    claimed_tags = {f"{a.call_id};attempt={a.attempt}" for a in attempts}
+    assert set(tagged) <= claimed_tags, set(tagged) - claimed_tags
+    assert len(tagged) >= len(claimed_tags) - sum(
+        1 for r in rows if r.error_message and "Interrupted" in r.error_message
+    )
     mine = set().union(*received.values()) if received else set()
     transactions = record.transactions_by_call_id()
     twice = {c: n for c, n in transactions.items() if c in mine and n != 1}

@@ -13,7 +13,8 @@ told apart by `event`:
   written first, once the socket is bound.
 - `invite`: every INVITE as it arrived: `number`, `call_id` (SIP Call-ID), `cseq`,
   `branch` (top Via), `retransmission`, `in_dialog` (a re-INVITE), `challenged`
-  (answered with the 407), `source`, `at` (epoch seconds).
+  (answered with the 407), `source`, `at` (epoch seconds), `callfleet_call` (the
+  caller's `X-Callfleet-Call: <call id>;attempt=<n>`, null from other callers).
 - `end`: a call over: `call_id`, `number`, `behaviour`, `status` (our final
   response), `ended_by` (`caller` or `simulator`), `received_at`, `answered_at`,
   `ended_at`, `requests` (the caller's ACK, BYE, CANCEL, ...).
@@ -135,6 +136,7 @@ class InviteLog:
                 branch=record.branch, retransmission=record.is_retransmission,
                 in_dialog=record.in_dialog, challenged=record.challenged,
                 source=f"{record.source[0]}:{record.source[1]}", at=_epoch(record.received_at),
+                callfleet_call=record.callfleet_call,
             )  # fmt: skip
         self._invites_written = len(sim.invites)
         for call in itertools.islice(sim.calls.values(), self._calls_seen, None):

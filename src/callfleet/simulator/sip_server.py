@@ -165,6 +165,8 @@ class InviteRecord:
     challenged: bool = False
     """Answered with the 407 digest challenge (the caller is expected to retry)."""
     source: Address = ("", 0)
+    callfleet_call: str | None = None
+    """The caller's `X-Callfleet-Call` header (`<call id>;attempt=<n>`), if it sent one."""
 
 
 @dataclass
@@ -1047,6 +1049,7 @@ class PhoneSimulator:
             branch=request.top_via.branch or "", received_at=_now(),
             is_retransmission=retransmission, in_dialog=tx.in_dialog,
             challenged=tx.challenged, source=source,
+            callfleet_call=request.headers.get("X-Callfleet-Call"),
         ))  # fmt: skip
 
     def _find_dialog(self, request: SipRequest) -> _Session | None:

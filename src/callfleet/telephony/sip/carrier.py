@@ -44,11 +44,14 @@ if TYPE_CHECKING:
     from callfleet.agent.call_audio import CallAudio
     from callfleet.agent.session import AgentOutcome, CallMedia
 
-__all__ = ["SipCarrier", "SipCarrierConfig"]
+__all__ = ["CALL_HEADER", "SipCarrier", "SipCarrierConfig"]
 
 log = logging.getLogger(__name__)
 _RELEASE_TIMEOUT_S = 5.0
 _AGENT_STOP_S = 15.0
+CALL_HEADER = "X-Callfleet-Call"
+"""Sent on every INVITE: `<call id>;attempt=<n>`, so the far end's records (the
+simulator's, a carrier's CDRs) tie each INVITE to one attempt of one call."""
 """How long an agent gets to wrap up (close its recording) after the call ended."""
 
 
@@ -147,6 +150,7 @@ class SipCarrier:
             from_uri=f"sip:{caller}@{trunk.from_domain or trunk.host}",
             credentials=credentials, ring_timeout_s=request.ring_timeout_s, hangup=stop,
             on_ringing=events.ringing, proxy=proxy,
+            headers=[(CALL_HEADER, f"{request.call_id};attempt={request.attempt}")],
         ))  # fmt: skip
         try:
             return await asyncio.shield(invite)
