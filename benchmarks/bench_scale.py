@@ -348,6 +348,42 @@ def held(bench: Bench, account_id: str, n: int) -> dict[str, float]:
     }
 
 
+def sample_live_costs(
+    bench: Bench,
+    batch_id: str,
+    workers: list[psutil.Process],
+    idle_rss: list[int],
+    others: tuple[psutil.Process, ...] = (),
+) -> tuple[list[float], list[float], int, list[float]]:
+    """Over 10 s of live calls: each worker's RSS (KiB) and CPU (% of a core) per live
+    call it holds, printed per worker; the calls in the air; and the CPU % of `others`."""
+    procs = [*workers, *others]
+    cpu0, t0 = [cpu_seconds([p]) for p in procs], time.monotonic()
+    time.sleep(10)
+    cpu1, t1 = [cpu_seconds([p]) for p in procs], time.monotonic()
+    rss = [w.memory_info().rss for w in workers]
+    in_air = bench.live(batch_id)
+    owners = bench.pg(
+        "SELECT lease_owner, count(*) FROM calls WHERE state IN ('dialing', 'live') "
+        "GROUP BY lease_owner"
+    )
+    by_pid = {int(str(o).rsplit(":", 1)[1]): int(k) for o, k in owners}
+    pct = [100 * (cpu1[i] - cpu0[i]) / (t1 - t0) for i in range(len(procs))]
+    rss_per, cpu_per = [], []
+    for i, w in enumerate(workers):
+        mine = by_pid.get(w.pid, 0)
+        extra = (rss[i] - idle_rss[i]) / 1024
+        c.console.print(
+            f"  worker {i + 1}: {mine} live calls; RSS {idle_rss[i] / 2**20:.0f} MiB idle -> "
+            f"{rss[i] / 2**20:.0f} MiB (+{extra / max(mine, 1):.0f} KiB per live call); "
+            f"CPU {pct[i]:.1f} % of a core ({pct[i] / max(mine, 1):.3f} % per live call)"
+        )
+        if mine:
+            rss_per.append(extra / mine)
+            cpu_per.append(pct[i] / mine)
+    return rss_per, cpu_per, in_air, pct[len(workers) :]
+
+
 def per_call(bench: Bench, account_id: str, live: int) -> tuple[float, float]:
     env = bench.env(
         CALLFLEET_SIMULATOR_TIME_SCALE="1",
@@ -361,29 +397,7 @@ def per_call(bench: Bench, account_id: str, live: int) -> tuple[float, float]:
     batch_id = bench.batch(account_id, people(live, first=1000), calling_window=c.OPEN_WINDOW)
     wait(lambda: bench.live(batch_id) >= live * 0.95, 120, "the calls to go live", every=0.5)
     time.sleep(2)
-    cpu0, t0 = [cpu_seconds([w]) for w in workers], time.monotonic()
-    time.sleep(10)
-    cpu1, t1 = [cpu_seconds([w]) for w in workers], time.monotonic()
-    rss = [w.memory_info().rss for w in workers]
-    in_air = bench.live(batch_id)
-    owners = bench.pg(
-        "SELECT lease_owner, count(*) FROM calls WHERE state IN ('dialing', 'live') "
-        "GROUP BY lease_owner"
-    )
-    by_pid = {int(str(o).rsplit(":", 1)[1]): int(k) for o, k in owners}
-    rss_per, cpu_per = [], []
-    for i, w in enumerate(workers):
-        mine = by_pid.get(w.pid, 0)
-        cpu_pct = 100 * (cpu1[i] - cpu0[i]) / (t1 - t0)
-        extra = (rss[i] - idle_rss[i]) / 1024
-        c.console.print(
-            f"  worker {i + 1}: {mine} live calls; RSS {idle_rss[i] / 2**20:.0f} MiB idle -> "
-            f"{rss[i] / 2**20:.0f} MiB (+{extra / max(mine, 1):.0f} KiB per live call); "
-            f"CPU {cpu_pct:.1f} % of a core ({cpu_pct / max(mine, 1):.3f} % per live call)"
-        )
-        if mine:
-            rss_per.append(extra / mine)
-            cpu_per.append(cpu_pct / mine)
+    rss_per, cpu_per, in_air, _ = sample_live_costs(bench, batch_id, workers, idle_rss)
     c.console.print(f"  calls in the air during the sample: {in_air}")
     bench.stop_all()
     return statistics.mean(rss_per), statistics.mean(cpu_per)

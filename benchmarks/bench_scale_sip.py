@@ -51,7 +51,15 @@ import psutil
 import psycopg
 
 import _common as c
-from bench_scale import ADMIN, Bench, cpu_seconds, people, postgres_processes, wait
+from bench_scale import (
+    ADMIN,
+    Bench,
+    cpu_seconds,
+    people,
+    postgres_processes,
+    sample_live_costs,
+    wait,
+)
 from callfleet.dispatch.procrastinate_engine import ensure_schema
 from callfleet.store.migrate import migrate
 
@@ -281,31 +289,9 @@ def per_call(
     batch_id = bench.batch(account_id, numbers, calling_window=c.OPEN_WINDOW)
     wait(lambda: bench.live(batch_id) >= live * 0.95, 120, "the calls to go live", every=0.5)
     time.sleep(2)
-    procs = [*workers, sim_ps]
-    cpu0, t0 = [cpu_seconds([p]) for p in procs], time.monotonic()
-    time.sleep(10)
-    cpu1, t1 = [cpu_seconds([p]) for p in procs], time.monotonic()
-    rss = [w.memory_info().rss for w in workers]
-    in_air = bench.live(batch_id)
-    owners = bench.pg(
-        "SELECT lease_owner, count(*) FROM calls WHERE state IN ('dialing', 'live') "
-        "GROUP BY lease_owner"
+    rss_per, cpu_per, in_air, (sim_pct,) = sample_live_costs(
+        bench, batch_id, workers, idle_rss, others=(sim_ps,)
     )
-    by_pid = {int(str(o).rsplit(":", 1)[1]): int(k) for o, k in owners}
-    rss_per, cpu_per = [], []
-    for i, w in enumerate(workers):
-        mine = by_pid.get(w.pid, 0)
-        cpu_pct = 100 * (cpu1[i] - cpu0[i]) / (t1 - t0)
-        extra = (rss[i] - idle_rss[i]) / 1024
-        c.console.print(
-            f"  worker {i + 1}: {mine} live calls; RSS {idle_rss[i] / 2**20:.0f} MiB idle -> "
-            f"{rss[i] / 2**20:.0f} MiB (+{extra / max(mine, 1):.0f} KiB per live call); "
-            f"CPU {cpu_pct:.1f} % of a core ({cpu_pct / max(mine, 1):.3f} % per live call)"
-        )
-        if mine:
-            rss_per.append(extra / mine)
-            cpu_per.append(cpu_pct / mine)
-    sim_pct = 100 * (cpu1[-1] - cpu0[-1]) / (t1 - t0)
     c.console.print(
         f"  calls in the air during the sample: {in_air}; the simulator (the far end of "
         f"every call) used {sim_pct:.1f} % of a core"

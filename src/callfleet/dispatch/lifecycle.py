@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from callfleet.dispatch.routing import TrunkRow, trunk_for_call
+from callfleet.domain.latency import call_latency
 from callfleet.domain.retry import parse_retry, retry_delay
 from callfleet.domain.windows import DEFAULT_WINDOW, next_open, parse_window
 from callfleet.store.tables import batches, call_attempts, calls, dnc, transcript_turns, trunks
@@ -403,7 +404,7 @@ def finish(
             "b_endpoint": result.endpoint,
             "b_recording": result.recording_path,
             "b_model": result.model,
-            "b_latency": latency_summary(result.latency_ms),
+            "b_latency": call_latency(result.latency_ms),
             "b_postcall": "pending" if pending else None,
             "b_postcall_due": (result.ended_at or now) if pending else None,
         },
@@ -413,18 +414,6 @@ def finish(
     if not pending:
         settle_call(conn, call_id, row.batch_id, row.webhook, now)
     return "ended"
-
-
-def latency_summary(samples_ms: list[float]) -> dict[str, Any] | None:
-    """{"samples_ms", "p50", "p95"} of a call's voice-to-voice delays (None without any)."""
-    if not samples_ms:
-        return None
-    ordered = sorted(samples_ms)
-
-    def pct(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
-
-    return {"samples_ms": [round(x, 1) for x in samples_ms], "p50": pct(0.5), "p95": pct(0.95)}
 
 
 def _retry_at(

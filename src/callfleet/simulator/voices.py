@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from callfleet.simulator import audio
+from callfleet.wavfile import parse_wav
 
 __all__ = [
     "DEFAULT_VOICE",
@@ -158,28 +159,9 @@ def _noise_for(text: str) -> bytes:
 
 
 def _parse_wav(data: bytes) -> tuple[Samples, int]:
-    """Samples and rate of a 16-bit mono WAV; a streamed one's sizes are not trusted."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("espeak-ng did not write a WAV")
-    rate = 0
-    pos = 12
-    while pos + 8 <= len(data):
-        chunk = data[pos : pos + 4]
-        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
-        if chunk == b"fmt ":
-            channels = int.from_bytes(data[pos + 10 : pos + 12], "little")
-            rate = int.from_bytes(data[pos + 12 : pos + 16], "little")
-            bits = int.from_bytes(data[pos + 22 : pos + 24], "little")
-            if (channels, bits) != (1, 16):
-                raise ValueError(f"expected 16-bit mono, got {bits}-bit x{channels}")
-        elif chunk == b"data":
-            if not rate:
-                raise ValueError("WAV data before its format")
-            body = data[pos + 8 :]  # to the end: espeak streams with a placeholder size
-            pcm = np.frombuffer(body[: len(body) & ~1], dtype="<i2")
-            return pcm.astype(np.float64), rate
-        pos += 8 + size + (size & 1)
-    raise ValueError("WAV without data")
+    """Samples and rate of espeak-ng's 16-bit mono WAV."""
+    pcm, rate = parse_wav(data)
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float64), rate
 
 
 def _to_phone(samples: Samples) -> bytes:

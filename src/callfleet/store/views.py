@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from callfleet.domain.latency import batch_latency
 from callfleet.store.tables import batches, calls, transcript_turns
 
 __all__ = [
@@ -246,20 +247,8 @@ def batch_analysis(conn: Connection, batch_id: str, *, full: bool = True) -> dic
         "call_ids": ids,
         "error_messages": errors,
         "endpoints": dict(endpoints),
-        "latency_ms": _percentiles(samples),
+        "latency_ms": batch_latency(samples),
     }
-
-
-def _percentiles(samples: list[float]) -> dict[str, Any] | None:
-    """p50/p95 of the agent's voice-to-voice delays over a batch (None without any)."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-
-    def pct(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
-
-    return {"p50": pct(0.5), "p95": pct(0.95), "replies": len(ordered)}
 
 
 def batch_webhook_payload(conn: Connection, batch_id: str) -> dict[str, Any]:

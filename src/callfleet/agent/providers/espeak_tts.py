@@ -12,6 +12,7 @@ import shutil
 from typing import Any
 
 from callfleet.agent.providers.utterance_tts import UtteranceTTSService
+from callfleet.wavfile import parse_wav
 
 __all__ = ["EspeakTTS", "EspeakUnavailable", "espeak_path", "espeak_pcm", "parse_wav"]
 
@@ -25,23 +26,6 @@ def espeak_path() -> str:
     if path is None:
         raise EspeakUnavailable("espeak-ng is not installed: apt-get install espeak-ng")
     return path
-
-
-def parse_wav(data: bytes) -> tuple[bytes, int]:
-    """PCM and rate of a 16-bit mono WAV, tolerating the unknown sizes of a streamed one."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a WAV stream")
-    rate = 0
-    pos = 12
-    while pos + 8 <= len(data):
-        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-        if chunk == b"fmt ":
-            rate = int.from_bytes(data[pos + 12 : pos + 16], "little")
-        elif chunk == b"data":
-            body = data[pos + 8 :]
-            return body[: len(body) & ~1], rate
-        pos += 8 + size
-    raise ValueError("WAV stream without data")
 
 
 async def espeak_pcm(
