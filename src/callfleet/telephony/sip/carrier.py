@@ -49,10 +49,10 @@ __all__ = ["CALL_HEADER", "SipCarrier", "SipCarrierConfig"]
 log = logging.getLogger(__name__)
 _RELEASE_TIMEOUT_S = 5.0
 _AGENT_STOP_S = 15.0
+"""How long an agent gets to wrap up (close its recording) after the call ended."""
 CALL_HEADER = "X-Callfleet-Call"
 """Sent on every INVITE: `<call id>;attempt=<n>`, so the far end's records (the
 simulator's, a carrier's CDRs) tie each INVITE to one attempt of one call."""
-"""How long an agent gets to wrap up (close its recording) after the call ended."""
 
 
 @dataclass(frozen=True)
