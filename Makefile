@@ -15,6 +15,8 @@ install: $(BIN)/python
 # Starts callfleet on the embedded default (SQLite, in-process dispatcher, phone
 # simulator) and sends a demonstration batch, showing progress and outcomes.
 demo: install
+	@command -v espeak-ng >/dev/null || echo "note: the simulator's people speak with espeak-ng \
+	(apt-get install espeak-ng); without it they only make speech-like noise."
 	$(BIN)/callfleet demo
 
 lint: install
