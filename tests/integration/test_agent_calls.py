@@ -212,8 +212,10 @@ def test_conversations_with_people_over_sip(engines: LocalEngines, tmp_path: Pat
         assert result.latency_ms and call.latencies_ms, report
         ours, theirs = statistics.median(result.latency_ms), statistics.median(call.latencies_ms)
         report.append(f"  latency p50: agent {ours:.0f} ms, callee {theirs:.0f} ms")
-        # Each end's jitter buffer sits inside the other's figure: they differ by that.
-        assert abs(ours - theirs) < 350, report
+        # Each end's jitter buffer sits inside the other's figure, and each counts the
+        # replies it can see (a reply talked over counts on neither side, a short
+        # backchannel on one): the medians agree roughly, not exactly.
+        assert abs(ours - theirs) < max(350.0, 0.4 * theirs), report
 
     # wait_for_greeting decides who speaks first. To a silent callee the agent speaks at
     # once, or only after the greeting timeout (4 s) when told to wait for a greeting.
