@@ -159,7 +159,8 @@ def insert_batch_direct(
     """
     from callfleet.api.routes.batches import _batch_fields
     from callfleet.api.submission import check_batch_shape, prepare_calls
-    from callfleet.store.ids import new_id, utcnow
+    from callfleet.clock import utcnow
+    from callfleet.store.ids import new_id
     from callfleet.store.tables import batches, calls
 
     phases: dict[str, float] = {}

@@ -124,7 +124,7 @@ def bare_sqlite3_insert(path: Path, values: list[dict[str, Any]], account_id: st
 
 
 def http_accept(path: Path, payload: bytes, n: int) -> tuple[float, dict[str, Any]]:
-    from callfleet.api.app import create_app
+    from callfleet.wiring import create_app
 
     settings = c.sqlite_settings(path)
     db = c.fresh_database(settings)
@@ -155,7 +155,7 @@ def profile_accept(path: Path, payload: bytes) -> tuple[pstats.Stats, pstats.Sta
     wrapper, in this process only, that profiles the function in its worker thread.
     """
     import callfleet.api.creating as creating
-    from callfleet.api.app import create_app
+    from callfleet.wiring import create_app
 
     settings = c.sqlite_settings(path)
     db = c.fresh_database(settings)

@@ -1,25 +1,32 @@
-"""The agent on the local providers: voice-to-voice latency, concurrent calls, RSS, AMD.
+"""The agent on the local providers: turn-taking latency, cut-ins, AMD, calls per box.
 
 Conversations run in this process on the real pipeline (Silero VAD, faster-whisper
-tiny.en, Piper joe in its own process, the scripted policy) against `PhoneLine`
-callees that speak espeak-ng sentences through an 8 kHz mu-law channel and wait for
-each reply. Voice-to-voice latency is the time from the end of a callee sentence to
-the first audio frame of the agent's reply, as the callee's 20 ms clock sees it.
+tiny.en, Smart Turn v3.2, Piper joe in its own processes, the scripted policy)
+against `PhoneLine` callees that speak in the simulated people's voice (Piper)
+through an 8 kHz mu-law channel and wait for each reply. Voice-to-voice latency is
+the time from the end of a callee sentence to the first audio frame of the agent's
+reply, as the callee's 20 ms clock sees it.
 
-1. one call alone: latency p50/p95 (the brief: p50 < 1.5 s, p95 < 2.5 s);
-2. `--calls` calls at once (default 4), their starts `--stagger` seconds apart (so
-   their turns do not all fall on the same instants; `--stagger 0` is that worst
-   case): latency p50/p95 and its ratio to the single call (the brief: at least 4
-   calls without p95 doubling), and the RSS per live call (peak RSS of this process
-   and its children while the calls run, minus the RSS with the models loaded and
-   no call, divided by the number of calls);
-3. answering-machine detection on the generated labelled set with spoken greetings:
-   accuracy and the median time to a human verdict.
+Printed, each as a figure (and with `--baseline`, beside the same figure for the
+agent as it was: a fixed 0.2 s + `interruption_threshold` of silence ends every
+turn, whole-utterance STT, no ready audio, AMD by greeting length, all in this run):
 
-Targets are printed for reading, not asserted; the machine is shared, so look at the
-load average printed with the figures.
+1. voice-to-voice p50/p95 for 1, 4 and 8 calls (`--sizes`), their starts
+   `--stagger` seconds apart and in lockstep (every callee ending each sentence at
+   the same instant: the worst case); the RSS per live call at the largest size;
+2. the post-greeting gap: the callee says "Hello?" and waits; from the end of it to
+   the agent's first sound, with `answered_by_enabled` on and off;
+3. the false cut-in rate: callees whose lines pause 0.4-0.8 s mid-sentence (the
+   simulator's 28-29 people); a cut-in is the agent starting while the callee is
+   still mid-line;
+4. answering-machine detection on `tests/data/greetings.jsonl` (63 greetings
+   written apart from the detector): accuracy on people and on machines, and the
+   median time to the verdict.
 
-    .venv/bin/python benchmarks/bench_agent.py [--calls N] [--turns N] [--tts espeak]
+Targets are printed for reading, not asserted; the machine may be shared, so look at
+the load average printed with the figures.
+
+    .venv/bin/python benchmarks/bench_agent.py [--baseline] [--sizes 1,4,8] [--turns N]
 """
 
 from __future__ import annotations
@@ -29,26 +36,31 @@ import asyncio
 import contextlib
 import os
 import statistics
+import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+
+# The scripted callee and the labelled sets the agent tests use; benchmarks run from
+# the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.greetings import detect, greeting_call, load_greetings  # noqa: E402
+from tests.support.phone_line import Pause, PhoneLine, Say, WaitForAgent  # noqa: E402
+from tests.support.speech_sets import people_phone_audio  # noqa: E402
 
 from callfleet.agent.amd import AnsweringMachineDetector
 from callfleet.agent.call_audio import CallAudio
 from callfleet.agent.engines import LocalEngines
 from callfleet.agent.options import AgentOptions, ProviderSettings
+from callfleet.agent.providers.whisper_stt import load_whisper
 from callfleet.agent.session import AgentCall, PipecatAgent
-from callfleet.agent.testing import (
-    HUMAN_PHRASES,
-    MACHINE_PHRASES,
-    PhoneLine,
-    Say,
-    WaitForAgent,
-    amd_labelled_set,
-    espeak_phone_audio,
-)
-from callfleet.telephony.carrier import AnsweredBy
+from callfleet.simulator import voices
+from callfleet.simulator.rules import persona_for, spoken_parts
+from callfleet.synth import silence
 
 SENTENCES = [
     "I would like to hear more about the price.",
@@ -58,6 +70,14 @@ SENTENCES = [
     "What time would the inspection take?",
     "Okay, thank you for calling.",
 ]
+_FIRST = "Hi, this is Alex calling about your roof."
+_TARGETS = {
+    "1 call": "p50 <= 0.5 s, p95 <= 0.8 s",
+    "8 calls staggered": "p95 <= 1.0 s",
+    "gap": "p50 <= 0.6 s with AMD on",
+    "cut-ins": "<= 2 %",
+    "amd": ">= 98 % people, >= 95 % machines",
+}
 
 
 class RssSampler(threading.Thread):
@@ -84,107 +104,208 @@ class RssSampler(threading.Thread):
 
 
 def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
 
 
+@dataclass
+class Lines:
+    """What one call's callee does and what it measured."""
+
+    latencies: list[float]
+    utterances: int
+    cut_ins: int
+
+
 async def one_call(
-    agent: PipecatAgent, audio_lines: list[bytes], texts: list[str], name: str, delay_s: float
-) -> list[float]:
+    agent: PipecatAgent,
+    script: list[Say | WaitForAgent | Pause],
+    name: str,
+    delay_s: float,
+    options: AgentOptions,
+) -> Lines:
     await asyncio.sleep(delay_s)
-    script: list[Say | WaitForAgent] = []
-    for pcm, text in zip(audio_lines, texts, strict=True):
-        script += [WaitForAgent(quiet_s=0.6), Say(pcm, text)]
-    options = AgentOptions(
-        first_sentence="Hi, this is Alex calling about your roof.",
-        script=tuple(f"Thank you. Question number {i + 2}?" for i in range(len(texts) - 1)),
-    )
     audio = CallAudio()
     line = PhoneLine(audio, script)
     hangup = asyncio.Event()
+    agent.engines.prepare(options)  # as the carrier does when it dials
 
     async def callee() -> None:
-        await line.run(linger_s=5.0)
+        await line.run(linger_s=4.0)
         hangup.set()
 
     task = asyncio.create_task(callee())
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(180):
         await agent.run(AgentCall(name, options), audio, hangup)
         await task
-    return [r.latency_s for r in line.replies if r.latency_s is not None]
+    latencies = [r.latency_s for r in line.replies if r.latency_s is not None]
+    return Lines(latencies, line.utterances, line.cut_ins)
+
+
+def _conversation(said: list[bytes], texts: list[str]) -> list[Say | WaitForAgent | Pause]:
+    script: list[Say | WaitForAgent | Pause] = []
+    for pcm, text in zip(said, texts, strict=True):
+        script += [WaitForAgent(quiet_s=0.6), Say(pcm, text)]
+    return script
+
+
+async def _callee_audio(text: str) -> bytes:
+    """A line in the simulated people's voice (Piper, rendered once and cached)."""
+    voices.render_all([text])
+    return people_phone_audio(text)
+
+
+def _options(turns: int, **extra: Any) -> AgentOptions:
+    script = tuple(f"Thank you. Question number {i + 2}?" for i in range(turns - 1))
+    return AgentOptions(first_sentence=_FIRST, script=script, **extra)
 
 
 async def calls_at_once(
     agent: PipecatAgent, n: int, turns: int, stagger_s: float
 ) -> tuple[list[float], int]:
-    said = {text: await espeak_phone_audio(text) for text in SENTENCES}
+    said = {text: await _callee_audio(text) for text in SENTENCES}
     sampler = RssSampler()
     sampler.start()
     jobs = []
     for i in range(n):
         texts = [SENTENCES[(i + k) % len(SENTENCES)] for k in range(turns)]
-        audio = [said[t] for t in texts]
-        jobs.append(one_call(agent, audio, texts, f"bench-{n}-{i}", i * stagger_s))
+        script = _conversation([said[t] for t in texts], texts)
+        jobs.append(one_call(agent, script, f"bench-{n}-{i}", i * stagger_s, _options(turns)))
     results = await asyncio.gather(*jobs)
     sampler.stop()
-    return [x for latencies in results for x in latencies], sampler.peak
+    return [x for r in results for x in r.latencies], sampler.peak
 
 
-def amd_figures() -> tuple[int, int, float]:
-    async def phrases() -> dict[str, bytes]:
-        return {t: await espeak_phone_audio(t) for t in HUMAN_PHRASES + MACHINE_PHRASES}
+async def greeting_gaps(agent: PipecatAgent, amd: bool, calls: int) -> list[float]:
+    """The callee says "Hello?" and waits: the gap to the agent's first sound."""
+    hello = await _callee_audio("Hello?")
+    gaps = []
+    for i in range(calls):
+        script: list[Say | WaitForAgent | Pause] = [Pause(0.4), Say(hello, "hello")]
+        script.append(WaitForAgent(quiet_s=0.6))
+        options = _options(1, wait_for_greeting=True, answered_by_enabled=amd)
+        result = await one_call(agent, script, f"gap-{amd}-{i}", 0.0, options)
+        gaps += result.latencies[:1]
+    return gaps
 
-    cases = amd_labelled_set(asyncio.run(phrases()))
-    correct, human_times = 0, []
-    for expected, _name, pcm in cases:
-        detector = AnsweringMachineDetector()
-        for offset in range(0, len(pcm), 320):
-            detector.feed(pcm[offset : offset + 320])
-        correct += detector.answered_by is expected
-        if expected is AnsweredBy.HUMAN and detector.verdict is not None:
-            human_times.append(detector.verdict.decided_after_s)
-    return correct, len(cases), statistics.median(human_times)
+
+async def pausing_callees(agent: PipecatAgent, calls: int) -> tuple[int, int]:
+    """(cut-ins, lines) over callees whose lines pause mid-sentence."""
+    cut_ins = lines = 0
+    for i in range(calls):
+        persona = persona_for(f"+1212555{128 + i % 2:04d}")
+        said = []
+        for text in persona.lines:
+            pcm = b""
+            for part in spoken_parts(text):
+                pcm += await _callee_audio(part) if isinstance(part, str) else silence(part)
+            said.append(pcm)
+        script = _conversation(said, list(persona.lines))
+        result = await one_call(agent, script, f"pause-{i}", 0.0, _options(len(said)))
+        cut_ins += result.cut_ins
+        lines += result.utterances
+    return cut_ins, lines
+
+
+def amd_figures(hears_words: bool) -> tuple[str, str, float, float]:
+    """People right/total, machines right/total, median verdict s (people, machines)."""
+    model = load_whisper()
+    right = {"person": 0, "machine": 0}
+    total = {"person": 0, "machine": 0}
+    times: dict[str, list[float]] = {"person": [], "machine": []}
+    for i, greeting in enumerate(load_greetings()):
+        pcm = asyncio.run(greeting_call(greeting, i))
+        if hears_words:
+            found = detect(pcm, model)
+            answered_by, decided = found.answered_by, found.decided
+        else:
+            detector = AnsweringMachineDetector()
+            for offset in range(0, len(pcm), 320):
+                detector.feed(pcm[offset : offset + 320])
+            answered_by, decided = detector.answered_by, detector.verdict
+        total[greeting.who] += 1
+        right[greeting.who] += answered_by is greeting.expected
+        if decided is not None:
+            times[greeting.who].append(decided.decided_after_s)
+    people = f"{right['person']}/{total['person']} ({right['person'] / total['person']:.0%})"
+    machines = f"{right['machine']}/{total['machine']} ({right['machine'] / total['machine']:.0%})"
+    return people, machines, statistics.median(times["person"]), statistics.median(times["machine"])
+
+
+def measure(agent: PipecatAgent, args: argparse.Namespace, idle: int) -> dict[str, str]:
+    """Every figure of one agent, as printable text by row name."""
+    rows: dict[str, str] = {}
+    for n in args.sizes:
+        for stagger in (args.stagger, 0.0) if n > 1 else (0.0,):
+            latencies, peak = asyncio.run(calls_at_once(agent, n, args.turns, stagger))
+            kind = "" if n == 1 else (" staggered" if stagger else " lockstep")
+            rows[f"v2v {n} call{'s' if n > 1 else ''}{kind}"] = (
+                f"p50 {statistics.median(latencies):.2f} s, p95 {percentile(latencies, 0.95):.2f} s"
+                f" (n={len(latencies)})"
+            )
+            if n == max(args.sizes) and stagger:
+                # The baseline runs second, on memory the first run already grew.
+                per_call = f"{(peak - idle) / n / 2**20:.0f} MB"
+                rows[f"RSS per live call ({n} calls)"] = per_call if idle else "(not measured)"
+    for amd in (True, False):
+        gaps = asyncio.run(greeting_gaps(agent, amd, args.gap_calls))
+        rows[f"post-greeting gap, AMD {'on' if amd else 'off'}"] = (
+            f"p50 {statistics.median(gaps):.2f} s, p95 {percentile(gaps, 0.95):.2f} s"
+        )
+    cut_ins, lines = asyncio.run(pausing_callees(agent, args.pause_calls))
+    rows["false cut-ins (pausing callees)"] = f"{cut_ins}/{lines} = {cut_ins / max(1, lines):.0%}"
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=4)
+    parser.add_argument("--baseline", action="store_true", help="also measure the old agent")
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 8])
     parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--gap-calls", type=int, default=4)
+    parser.add_argument("--pause-calls", type=int, default=4)
     parser.add_argument("--tts", default="piper-local", choices=["piper-local", "espeak"])
     parser.add_argument(
-        "--stagger", type=float, default=1.3,
-        help="seconds between the starts of the concurrent calls (0: all in lockstep, "
-        "every callee finishing each sentence at the same instant: the worst case)",
-    )  # fmt: skip
+        "--stagger",
+        type=float,
+        default=1.3,
+        help="seconds between the starts of the concurrent calls in the staggered runs",
+    )
     args = parser.parse_args()
 
     print(f"load average at start: {os.getloadavg()}; cores: {os.cpu_count()}")
     started = time.monotonic()
     engines = LocalEngines(ProviderSettings(tts=args.tts))
     engines.start()
-    agent = PipecatAgent(engines)
+    engines.warm()
     print(f"engines loaded in {time.monotonic() - started:.1f} s (TTS {engines.tts_provider})")
     idle = RssSampler().rss()
+    columns: dict[str, dict[str, str]] = {}
     try:
-        single, _ = asyncio.run(calls_at_once(agent, 1, args.turns, 0.0))
-        many, peak = asyncio.run(calls_at_once(agent, args.calls, args.turns, args.stagger))
+        columns["now"] = measure(PipecatAgent(engines), args, idle)
+        if args.baseline:
+            ready, engines._ready = engines._ready, None  # noqa: SLF001  (no ready audio)
+            old = PipecatAgent(engines, end_of_turn="silence")
+            columns["baseline"] = measure(old, args, 0)
+            engines._ready = ready  # noqa: SLF001
     finally:
         engines.close()
-    p50, p95 = statistics.median(single), percentile(single, 0.95)
-    m50, m95 = statistics.median(many), percentile(many, 0.95)
-    print(f"\nvoice-to-voice, 1 call ({len(single)} replies): p50 {p50:.2f} s, p95 {p95:.2f} s"
-          "   [targets: p50 < 1.5 s, p95 < 2.5 s]")  # fmt: skip
-    print(f"voice-to-voice, {args.calls} calls at once, starts {args.stagger:g} s apart "
-          f"({len(many)} replies): "
-          f"p50 {m50:.2f} s, p95 {m95:.2f} s; p95 ratio to 1 call {m95 / p95:.2f}"
-          "   [target: < 2.0]")  # fmt: skip
-    print(f"RSS: {idle / 2**20:.0f} MB with models loaded (Piper child included); "
-          f"peak {peak / 2**20:.0f} MB with {args.calls} calls = "
-          f"{(peak - idle) / args.calls / 2**20:.0f} MB per live call")  # fmt: skip
-    correct, total, median = amd_figures()
-    print(f"AMD: {correct}/{total} = {correct / total:.1%} correct; median human decision "
-          f"{median:.2f} s after answer   [targets: >= 95 %, <= 2.5 s]")  # fmt: skip
+    for name, hears_words in (("now", True), ("baseline", False)):
+        if name in columns:
+            people, machines, p_s, m_s = amd_figures(hears_words)
+            columns[name]["AMD people"] = people
+            columns[name]["AMD machines"] = machines
+            columns[name]["AMD median verdict"] = f"people {p_s:.2f} s, machines {m_s:.2f} s"
+    print()
+    header = f"{'':34} {'now':38}" + (f" {'baseline':38}" if args.baseline else "")
+    print(header)
+    for row in columns["now"]:
+        cells = [columns[c].get(row, "") for c in columns]
+        print(f"{row:34} " + " ".join(f"{c:38}" for c in cells))
+    print(f"\ntargets: {_TARGETS}")
     print(f"load average at end: {os.getloadavg()}")
 
 

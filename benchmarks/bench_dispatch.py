@@ -73,6 +73,9 @@ class FixedCarrier:
     def describe(self) -> str:
         return f"benchmark carrier: every call answered, {self.call_s * 1000:g} ms long"
 
+    async def close(self) -> None:
+        return None
+
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
         self.on_carrier += 1
         self.max_on_carrier = max(self.max_on_carrier, self.on_carrier)

@@ -54,8 +54,9 @@ SAMPLES = 160
 
 def tone(seconds: float = 1.0, freq: float = 440.0) -> bytes:
     n = int(8000 * seconds)
-    return array.array("h", (int(8000 * math.sin(2 * math.pi * freq * i / 8000))
-                             for i in range(n))).tobytes()  # fmt: skip
+    return array.array(
+        "h", (int(8000 * math.sin(2 * math.pi * freq * i / 8000)) for i in range(n))
+    ).tobytes()
 
 
 class StampingTransport:
@@ -179,6 +180,7 @@ def pct(values: list[float], q: float) -> float:
 
 def describe(r: RunResult) -> list[tuple[str, str]]:
     missing = max(0, r.due - r.packets)
+    # Laid out by hand (fmt: skip): a table, one (label, figure) row per line.
     return [
         ("packets", f"{r.packets:,} sent in the window, {missing:,} of {r.due:,} due missing "
                     f"({missing / max(1, r.due) * 100:.2f} %)"),
@@ -206,14 +208,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     c.quiet_logs()
-    c.header("bench_rtp: concurrent RtpSession streams, 20 ms PCMU to loopback sinks",
-             streams=args.streams, seconds=args.seconds,
-             starts="aligned" if args.aligned else "spread over 20 ms")  # fmt: skip
+    c.header(
+        "bench_rtp: concurrent RtpSession streams, 20 ms PCMU to loopback sinks",
+        streams=args.streams,
+        seconds=args.seconds,
+        starts="aligned" if args.aligned else "spread over 20 ms",
+    )
 
     base = asyncio.run(run(args.baseline_streams, args.seconds, args.aligned))
     c.figures(f"baseline: {base.streams} stream(s)", describe(base))
     many = asyncio.run(run(args.streams, args.seconds, args.aligned))
     c.figures(f"{many.streams} streams", describe(many))
+    # Laid out by hand (fmt: skip): a table, one (label, figure) row per line.
     c.figures("ratios to the baseline", [
         ("late fraction", f"{many.late_fraction * 100:.3f} % vs {base.late_fraction * 100:.3f} %"
                           f" (target < {TARGET_LATE * 100:.0f} %:"

@@ -159,6 +159,7 @@ def sip_drops(procs: dict[str, tuple[int, int]]) -> str:
 class SipBench(Bench):
     def simulator(self, name: str, cap: int, hold_s: float) -> tuple[psutil.Process, Path]:
         log = self.tmp / f"{name}.jsonl"
+        # Laid out by hand (fmt: skip): each flag beside its value.
         proc = self.spawn(
             ["simulator", "--port", "0", "--time-scale", "0", "--fast-hold-s", str(hold_s),
              "--max-concurrent", str(cap), "--invite-log", str(log),
@@ -169,12 +170,20 @@ class SipBench(Bench):
         return psutil.Process(proc.pid), log
 
     def trunk(self, key: str, port: int) -> None:
-        body = {"name": f"simulator-{port}", "host": "127.0.0.1", "port": port,
-                "transport": "udp", "cps": 1000, "default": True}  # fmt: skip
+        body = {
+            "name": f"simulator-{port}",
+            "host": "127.0.0.1",
+            "port": port,
+            "transport": "udp",
+            "cps": 1000,
+            "default": True,
+        }
         resp = httpx.post(
             f"http://127.0.0.1:{self.api_port}/v1/trunks",
-            headers={"authorization": key}, json=body, timeout=30,
-        )  # fmt: skip
+            headers={"authorization": key},
+            json=body,
+            timeout=30,
+        )
         resp.raise_for_status()
 
 
@@ -184,6 +193,7 @@ def sip_env(bench: Bench, cap: int) -> dict[str, str]:
         CALLFLEET_AGENT_ENABLED="false",
         CALLFLEET_ACCOUNT_CONCURRENCY=str(cap),
         CALLFLEET_DEFAULT_CPS="1000",
+        CALLFLEET_TRUNK_ALLOW="127.0.0.0/8",  # the simulators the trunks point at
     )
 
 
@@ -216,8 +226,12 @@ def throughput(
     for count in (1, 2):
         numbers = people(n, first=(count - 1) * n)
         workers = bench.workers(count, cap, env)
-        kinds = {"PostgreSQL": postgres_processes(), "API": [api_ps], "workers": workers,
-                 "simulator": [sim_ps]}  # fmt: skip
+        kinds = {
+            "PostgreSQL": postgres_processes(),
+            "API": [api_ps],
+            "workers": workers,
+            "simulator": [sim_ps],
+        }
         before = {k: cpu_seconds(v) for k, v in kinds.items()}
         drops = udp_rcvbuf_errors()
         began = time.monotonic()
@@ -229,10 +243,12 @@ def throughput(
                 time.sleep(0.2)
         took = time.monotonic() - began
         dropped = udp_rcvbuf_errors() - drops
-        sockets = sip_drops({
-            "simulator": (sim_ps.pid, PhoneLog.read(log).port),
-            **{f"worker {i + 1}": (w.pid, 0) for i, w in enumerate(workers)},
-        })  # fmt: skip
+        sockets = sip_drops(
+            {
+                "simulator": (sim_ps.pid, PhoneLog.read(log).port),
+                **{f"worker {i + 1}": (w.pid, 0) for i, w in enumerate(workers)},
+            }
+        )
         used = {k: cpu_seconds(v) - before[k] for k, v in kinds.items()}
         time.sleep(0.3)  # the simulator writes its record every 50 ms
         record = PhoneLog.read(log)
@@ -246,14 +262,19 @@ def throughput(
             batch_id,
         )[0][0]
         run = Run(
-            workers=count, calls=n, seconds=took, rate=n / took,
+            workers=count,
+            calls=n,
+            seconds=took,
+            rate=n / took,
             sim_peak=peak_of([(e["received_at"], e["ended_at"]) for e in ends]),
             slowest_s=max(durations, default=0.0),
-            slow=sum(1 for d in durations if d > SLOW_S), db_slowest_s=float(ours),
+            slow=sum(1 for d in durations if d > SLOW_S),
+            db_slowest_s=float(ours),
             retransmitted=retransmitted,
-            dropped=dropped, redialled=sum(1 for ids in by_number.values() if len(ids) > 1),
+            dropped=dropped,
+            redialled=sum(1 for ids in by_number.values() if len(ids) > 1),
             cpu_ms={k: 1000 * v / n for k, v in used.items()},
-        )  # fmt: skip
+        )
         runs.append(run)
         cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.cpu_ms.items())
         c.console.print(
@@ -297,10 +318,12 @@ def per_call(
         f"every call) used {sim_pct:.1f} % of a core"
     )
     hang_up_all(bench, key, batch_id, log)
-    sockets = sip_drops({
-        "simulator": (sim_ps.pid, PhoneLog.read(log).port),
-        **{f"worker {i + 1}": (w.pid, 0) for i, w in enumerate(workers)},
-    })  # fmt: skip
+    sockets = sip_drops(
+        {
+            "simulator": (sim_ps.pid, PhoneLog.read(log).port),
+            **{f"worker {i + 1}": (w.pid, 0) for i, w in enumerate(workers)},
+        }
+    )
     c.console.print(
         f"  UDP receive-buffer drops during part 2: {udp_rcvbuf_errors() - drops} "
         f"(SIP/other sockets still open: {sockets})"
@@ -315,8 +338,9 @@ def hang_up_all(bench: SipBench, key: str, batch_id: str, log: Path) -> None:
     began, wall = time.monotonic(), time.time()
     resp = httpx.post(
         f"http://127.0.0.1:{bench.api_port}/v1/batches/{batch_id}/stop",
-        headers={"authorization": key}, timeout=30,
-    )  # fmt: skip
+        headers={"authorization": key},
+        timeout=30,
+    )
     resp.raise_for_status()
     wait(lambda: bench.live(batch_id) == 0, 120, "the calls to end", every=0.1)
     took = time.monotonic() - began
@@ -338,15 +362,20 @@ def main() -> None:
     parser.add_argument("--live-hold-s", type=float, default=60.0, help="their length")
     parser.add_argument("--skip-live", action="store_true", help="part 1 only")
     parser.add_argument(
-        "--keep-logs", type=Path, metavar="DIR",
+        "--keep-logs",
+        type=Path,
+        metavar="DIR",
         help="copy the processes' logs and the simulators' invite logs here at the end",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     c.quiet_logs()
     c.header(
         "callfleet at scale over SIP: procrastinate workers -> callfleet simulator",
-        calls=args.calls, cap=args.cap, hold_s=args.hold_s, live=args.live,
-    )  # fmt: skip
+        calls=args.calls,
+        cap=args.cap,
+        hold_s=args.hold_s,
+        live=args.live,
+    )
     name = f"callfleet_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')

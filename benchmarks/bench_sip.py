@@ -69,8 +69,8 @@ from tests.peers import free_port_block, free_udp_port, wait_bound  # noqa: E402
 
 from callfleet.telephony.carrier import DialRequest, DialResult, Outcome, TrunkTarget
 from callfleet.telephony.rtp.session import RtpSession
-from callfleet.telephony.sip.carrier import SipCarrier
 from callfleet.telephony.sip.client import SipClient
+from callfleet.telephony.sip_carrier import SipCarrier
 
 TARGET_SETUP_MS = 5.0
 TARGET_CPS = 200.0
@@ -124,6 +124,7 @@ class SippProc:
 def start_uas(workdir: Path, name: str, limit: int) -> tuple[SippProc, int]:
     port = free_udp_port()
     media = free_port_block(4)
+    # Laid out by hand (fmt: skip): each flag beside its value.
     uas = SippProc(workdir, name, [
         sipp_binary(), "-sn", "uas", "-i", "127.0.0.1", "-p", str(port),
         "-mi", "127.0.0.1", "-mp", str(media), "-nostdin", "-l", str(limit),
@@ -149,6 +150,7 @@ def run_sipp_uac(
 ) -> tuple[int, Path, float]:
     """SIPp's built-in UAC; returns (exit code, its directory, wall seconds)."""
     port = free_udp_port()
+    # Laid out by hand (fmt: skip): each flag beside its value.
     uac = SippProc(workdir, name, [
         sipp_binary(), "-sn", "uac", f"127.0.0.1:{uas_port}", "-i", "127.0.0.1",
         "-p", str(port), "-nostdin", "-m", str(calls), "-l", str(limit),
@@ -206,9 +208,11 @@ async def our_setup_calls(uas_port: int, n: int) -> tuple[list[float], list[floa
             try:
                 t0 = time.perf_counter()
                 result = await client.invite(
-                    f"sip:bench@127.0.0.1:{uas_port}", media=rtp, ring_timeout_s=5,
+                    f"sip:bench@127.0.0.1:{uas_port}",
+                    media=rtp,
+                    ring_timeout_s=5,
                     proxy=("127.0.0.1", uas_port),
-                )  # fmt: skip
+                )
                 t1 = time.perf_counter()
                 if result.call is None or result.setup_time_s is None:
                     failures += 1
@@ -318,9 +322,14 @@ def part_a(workdir: Path, n: int) -> None:
             raw += r
             fails_raw += f
         rc, sdir, _ = run_sipp_uac(
-            workdir, "uac_setup", port, calls=n, limit=1, rate=1000,
+            workdir,
+            "uac_setup",
+            port,
+            calls=n,
+            limit=1,
+            rate=1000,
             extra=["-trace_rtt", "-rtt_freq", "1"],
-        )  # fmt: skip
+        )
         rtts = []
         for path in sdir.glob("*_rtt.csv"):
             for row in csv.reader(path.read_text().splitlines()[1:], delimiter=";"):
@@ -331,6 +340,7 @@ def part_a(workdir: Path, n: int) -> None:
 
     med_o, p95_o = statistics.median(ours), pct(ours, 0.95)
     med_r, p95_r = statistics.median(raw), pct(raw, 0.95)
+    # Laid out by hand (fmt: skip): a table, one (label, figure) row per line.
     rows = [
         ("calls", f"{len(ours)} ours ({fails_ours} failed), "
                   f"{len(raw)} baseline ({fails_raw} failed)"),
@@ -377,9 +387,13 @@ async def our_throughput(
     async def one(i: int) -> None:
         async with sem:
             request = DialRequest(
-                call_id=f"b{i}", attempt=1, to_number=f"+1555{i:07d}", from_number="+15550199",
-                ring_timeout_s=10, trunk=TrunkTarget("127.0.0.1", uas_port),
-            )  # fmt: skip
+                call_id=f"b{i}",
+                attempt=1,
+                to_number=f"+1555{i:07d}",
+                from_number="+15550199",
+                ring_timeout_s=10,
+                trunk=TrunkTarget("127.0.0.1", uas_port),
+            )
             t0 = time.perf_counter()
             results.append(await carrier.place_call(request, HangUpOnAnswer(request)))
             now = time.perf_counter()
@@ -462,6 +476,7 @@ def part_b(workdir: Path, n: int, concurrency: int, max_rate: float) -> None:
         if r.outcome is not Outcome.COMPLETED:
             key = f"{r.outcome} {r.sip_code} {r.error_message}"
             errors[key] = errors.get(key, 0) + 1
+    # Laid out by hand (fmt: skip): a table, one (label, figure) row per line.
     rows = [
         ("calls", f"{len(results)} placed, {concurrency} in flight at most; "
                   f"{completed} completed, {failed} failed"),
@@ -498,10 +513,14 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     c.quiet_logs()
-    c.header("bench_sip: SIP call set-up and throughput vs SIPp (loopback)",
-             sipp=subprocess.run([sipp_binary(), "-v"], capture_output=True, text=True)
-             .stdout.strip().splitlines()[0:1] or "?",
-             pid=os.getpid())  # fmt: skip
+    c.header(
+        "bench_sip: SIP call set-up and throughput vs SIPp (loopback)",
+        sipp=subprocess.run([sipp_binary(), "-v"], capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[0:1]
+        or "?",
+        pid=os.getpid(),
+    )
     with tempfile.TemporaryDirectory(prefix="bench_sip_") as tmp:
         workdir = Path(tmp)
         if not args.skip_setup:

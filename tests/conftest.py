@@ -22,12 +22,12 @@ import psycopg
 import pytest
 import uvicorn
 
-from callfleet.api.app import create_app
 from callfleet.config import Settings
 from callfleet.store.accounts import create_account, create_key
 from callfleet.store.db import Database
 from callfleet.store.migrate import migrate
 from callfleet.telephony.carrier import Carrier
+from callfleet.wiring import create_app
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -101,7 +101,12 @@ def start_server(
         # path has its own tests (test_trunks, test_simulator_sip, test_sip_*).
         "carrier": "simulator-nomedia",
         "webhook_allow_private": True,
+        # The SIP peers (SIPp, the simulator) listen on loopback: the operator opens it.
+        "trunk_allow": "127.0.0.0/8",
         "hopper_interval_s": 0.05,
+        # A lab: calls at any hour to any number (tests/integration/test_reach.py sets
+        # the operator's floor itself).
+        "calling_hours": "off",
     }
     values.update(overrides)
     settings = Settings(**values)
@@ -157,3 +162,16 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3-compatible server (moto) on a loopback port, for the whole session."""
+    from tests.support.s3_server import S3Server
+
+    try:
+        server = S3Server.start(tmp_path_factory.mktemp("moto") / "moto.log")
+    except RuntimeError as exc:
+        pytest.fail(f"could not start the S3 test server: {exc}")
+    yield server
+    server.stop()

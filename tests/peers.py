@@ -145,6 +145,7 @@ class Sipp(Peer):
             chosen = ["-sf", scenario]
         for pcap in pcaps:
             shutil.copy(SIPP_PCAPS / pcap, tmp / pcap)
+        # Laid out by hand (fmt: skip): each flag beside its value.
         argv = [
             require("sipp"), *chosen, "-i", "127.0.0.1", "-p", str(self.port),
             "-mi", "127.0.0.1", "-mp", str(self.media_port), "-t", transport,

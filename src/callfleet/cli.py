@@ -1,4 +1,4 @@
-"""The `callfleet` command: serve, demo, keys, migrate."""
+"""The `callfleet` command: serve, worker, simulator, demo, keys, migrate."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,37 +16,151 @@ import sqlalchemy as sa
 import typer
 import uvicorn
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from callfleet import __version__
+from callfleet.clock import utcnow
 from callfleet.config import Settings
 from callfleet.logs import configure_logging
-from callfleet.store.accounts import create_account, create_key, get_account
+from callfleet.store.accounts import (
+    ApiKey,
+    create_account,
+    create_key,
+    find_keys,
+    get_account,
+    list_keys,
+    revoke_key,
+)
 from callfleet.store.db import Database
 from callfleet.store.migrate import migrate
+from callfleet.store.secrets import private_dir
+from callfleet.store.views import iso
 
 app = typer.Typer(help="callfleet: self-hosted AI phone calls in bulk.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"callfleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """callfleet: self-hosted AI phone calls in bulk."""
+
+
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
 
+class SetupError(Exception):
+    """A misconfiguration the command reports in one line (exit status 2)."""
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]callfleet:[/red] {escape(message)}", soft_wrap=True)
+    return typer.Exit(2)
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         for e in exc.errors():
             name = "CALLFLEET_" + "_".join(str(p) for p in e["loc"]).upper()
             err.print(f"[red]Bad setting {name}:[/red] {e['msg']}")
         raise typer.Exit(2) from None
+    try:
+        private_dir(settings.data_dir)  # database, recordings, secret.key: owner-only
+        probe = settings.data_dir / ".callfleet-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _fail(
+            f"cannot write the data directory {settings.data_dir} ({exc.strerror or exc}); "
+            "set CALLFLEET_DATA_DIR to a directory this user can write"
+        ) from None
+    return settings
+
+
+def _database_problem(exc: sa.exc.DBAPIError, url: str) -> str | None:
+    """One line for the database errors a misconfiguration causes, else None."""
+    where = _redact(url)
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return (
+            f"cannot use the database {where}: {detail}. Check CALLFLEET_DATABASE_URL "
+            "(host, port, user, password, database name) and that the server is running"
+        )
+    if isinstance(exc, sa.exc.ProgrammingError) and "does not exist" in detail:
+        return (
+            f"the database {where} has no callfleet schema ({detail}); "
+            "run `callfleet migrate` with the same CALLFLEET_DATABASE_URL first"
+        )
+    return None
+
+
+def _check_database(settings: Settings, *, schema: bool) -> None:
+    """Connect now (and with `schema`, check it is migrated) to fail in one line."""
+    url = settings.sqlalchemy_url
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if schema and not sa.inspect(conn).has_table("alembic_version"):
+                raise _fail(
+                    f"the database {_redact(url)} has no callfleet schema; run "
+                    "`callfleet migrate` with the same CALLFLEET_DATABASE_URL first"
+                )
+    except sa.exc.DBAPIError as exc:
+        problem = _database_problem(exc, url)
+        if problem is None:
+            raise
+        raise _fail(problem) from None
+    finally:
+        engine.dispose()
+
+
+def _check_models(settings: Settings) -> None:
+    """The offline models the configured providers load, present and intact."""
+    from callfleet.agent.models import (
+        PIPER_JOE,
+        WHISPER_TINY_EN,
+        ModelIntegrityError,
+        ModelUnavailable,
+        verified_path,
+    )
+
+    needed = []
+    if settings.stt_provider == "whisper-local":
+        needed.append(WHISPER_TINY_EN)
+    if settings.tts_provider == "piper-local":
+        needed.append(PIPER_JOE)
+    for model in needed:
+        try:
+            verified_path(model)
+        except (ModelUnavailable, ModelIntegrityError) as exc:
+            raise _fail(str(exc)) from None
 
 
 @app.command("migrate")
 def migrate_cmd() -> None:
     """Create or upgrade the database schema."""
     settings = _settings()
+    _check_database(settings, schema=False)
     db = Database(settings.sqlalchemy_url)
     migrate(db)
     if not db.is_sqlite:  # procrastinate keeps its own schema, beside ours
@@ -83,15 +198,95 @@ def keys_create(
     typer.echo(key)
 
 
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "account_id": key.account_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at),
+        "revoked_at": iso(key.revoked_at),
+    }
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@keys_app.command("list")
+def keys_list(
+    account: Annotated[str | None, typer.Option(help="Only this account's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON.")] = False,
+) -> None:
+    """List API keys (never the keys themselves): id, prefix, name, created, last used."""
+    settings = _settings()
+    db = Database(settings.sqlalchemy_url)
+    migrate(db)
+    with db.read() as conn:
+        keys = list_keys(conn, account)
+    db.dispose()
+    if as_json:
+        typer.echo(json.dumps([_key_json(k) for k in keys], indent=2))
+        return
+    table = Table(title="API keys (times in UTC)")
+    for column in ("id", "prefix"):  # never wrapped, so they can be copied
+        table.add_column(column, no_wrap=True)
+    for column in ("name", "account", "created", "last used", "revoked"):
+        table.add_column(column)
+    for k in keys:
+        table.add_row(
+            k.id,
+            k.prefix,
+            k.name,
+            k.account_id,
+            _when(k.created_at),
+            _when(k.last_used_at) or "never",
+            _when(k.revoked_at),
+            style="dim" if k.revoked_at else None,
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, or its prefix, as `list` shows.")],
+) -> None:
+    """Revoke an API key: every API server refuses it (401) from now on."""
+    settings = _settings()
+    db = Database(settings.sqlalchemy_url)
+    migrate(db)
+    with db.write() as conn:
+        matches = find_keys(conn, key_id.strip())
+        if len(matches) == 1:
+            revoked = revoke_key(conn, matches[0].id, utcnow())
+    db.dispose()
+    if not matches:
+        said = escape(repr(key_id))
+        err.print(f"[red]No key {said}.[/red] See the ids with `callfleet keys list`.")
+        raise typer.Exit(2)
+    if len(matches) > 1:
+        names = escape(", ".join(f"{k.id} ({k.prefix}, {k.name})" for k in matches))
+        said = escape(repr(key_id))
+        err.print(f"[red]{said} matches {len(matches)} keys:[/red] {names}. Give the id.")
+        raise typer.Exit(2)
+    state = "Revoked" if revoked else "Already revoked:"
+    key = matches[0]
+    console.print(escape(f"{state} key {key.id} ({key.prefix}, {key.name})"))
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Run the API, the dispatcher and the webhook sender in one process."""
-    from callfleet.api.app import create_app
+    from callfleet.wiring import create_app
 
     settings = _settings()
+    _check_database(settings, schema=False)  # serve migrates it
+    if settings.carrier != "simulator-nomedia":
+        _check_models(settings)
     configure_logging(settings.log_level)
     console.print(
         f"callfleet on http://{host}:{port}  (docs: /docs)  database: "
@@ -206,9 +401,17 @@ def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the batch details as JSON.")
     ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Keep the server running after the batch, and print the dashboard's URL "
+            "and a key to sign in with (Ctrl-C stops it).",
+        ),
+    ] = False,
 ) -> None:
     """Start callfleet and call the phone simulator's people: real SIP, RTP and the AI agent."""
-    from callfleet.api.app import create_app
+    from callfleet.wiring import create_app
 
     scale = 1.0 / speed if speed > 0 else 0.0
     # The ring timeout is ours, not the phones': run it at the demo's speed too.
@@ -219,7 +422,9 @@ def demo(
     if "CALLFLEET_DATA_DIR" not in os.environ and "CALLFLEET_DATABASE_URL" not in os.environ:
         overrides["data_dir"] = Path.cwd() / ".callfleet-demo"
     settings = _settings(**overrides)
+    _check_models(settings)
     configure_logging("warning")
+    _prepare_voices(settings, err if as_json else console)
     db = Database(settings.sqlalchemy_url)
     migrate(db)
     with db.write() as conn:
@@ -236,26 +441,77 @@ def demo(
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, headers={"authorization": key}, timeout=30) as client:
-            _wait_up(client)
-            _run_demo(client, as_json, db)
+            _wait_up(client, err if as_json else console)
+            _run_demo(client, as_json, db, settings.storage_location)
+        if keep:
+            _keep_serving(thread, base, key, err if as_json else console)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
         db.dispose()
 
 
-def _wait_up(client: httpx.Client) -> None:
+def _prepare_voices(settings: Settings, out: Console) -> None:
+    """Render what the demo's people may say now, not while their phones ring: the
+    first time on a machine that is a few seconds of Piper per voice, which would
+    otherwise hold up the first words of every call; after that the lines come
+    from the data directory's cache (as they do for the server's simulator)."""
+    from callfleet.simulator import voices
+    from callfleet.simulator.rules import persona_for
+
+    voices.use_cache_dir(settings.data_dir / "voices")
+    by_voice: dict[str, list[str]] = {}
+    for row in DEMO_ROWS:
+        persona = persona_for(str(row["phone_number"]))
+        by_voice.setdefault(persona.voice, []).extend(persona.texts)
+    missing = sum(not voices.in_cache(t, v) for v, texts in by_voice.items() for t in texts)
+    if not missing:
+        return
+    out.print(f"Rendering the simulated people's {missing} lines (once per machine)...")
+    started = time.monotonic()
+    for voice, texts in by_voice.items():
+        voices.render_all(texts, voice)
+    out.print(f"Done in {time.monotonic() - started:.0f} s ({voices.engine()}).")
+
+
+def _keep_serving(thread: threading.Thread, base: str, key: str, out: Console) -> None:
+    """`demo --keep`: leave the server up for the dashboard until Ctrl-C."""
+    out.print(
+        f"\nThe demo server keeps running. Dashboard: [bold]{base}/[/bold]\n"
+        f"Sign in with this API key: [bold]{key}[/bold]\nPress Ctrl-C to stop."
+    )
+    try:
+        while thread.is_alive():
+            thread.join(timeout=1)
+    except KeyboardInterrupt:
+        out.print("Stopping the demo server.")
+
+
+def _wait_up(client: httpx.Client, out: Console) -> None:
+    """Until the server answers, then until it is ready: its agent's speech engines
+    load and warm up first (a few seconds), and it places no call before."""
     for _ in range(100):
         try:
             if client.get("/healthz").status_code == 200:
-                return
+                break
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError("the demo server did not start")
+    else:
+        raise RuntimeError("the demo server did not start")
+    said = False
+    for _ in range(1200):
+        ready = client.get("/readyz")
+        if ready.status_code == 200:
+            return
+        if not said:
+            out.print(f"Waiting until the server is ready: {ready.json().get('reason')}")
+            said = True
+        time.sleep(0.1)
+    raise RuntimeError(f"the demo server did not become ready: {ready.text}")
 
 
-def _run_demo(client: httpx.Client, as_json: bool, db: Database) -> None:
+def _run_demo(client: httpx.Client, as_json: bool, db: Database, storage: str) -> None:
     body = {
         "base_prompt": DEMO_PROMPT,
         "call_data": DEMO_ROWS,
@@ -296,12 +552,18 @@ def _run_demo(client: httpx.Client, as_json: bool, db: Database) -> None:
         details["call_data"] = calls_
         typer.echo(json.dumps(details, indent=2))
         return
-    _print_demo(batch_id, calls_, details["analysis"], db)
+    _print_demo(batch_id, calls_, details["analysis"], db, storage)
 
 
 def _print_demo(
-    batch_id: str, calls_: list[dict[str, Any]], analysis: dict[str, Any], db: Database
+    batch_id: str,
+    calls_: list[dict[str, Any]],
+    analysis: dict[str, Any],
+    db: Database,
+    storage: str,
 ) -> None:
+    """The batch for an 80-column terminal: a table of one line a call, each
+    conversation as who said what, then where the recordings are and what to do next."""
     from callfleet.store.tables import calls as calls_table
 
     with db.read() as conn:
@@ -311,44 +573,74 @@ def _print_demo(
             )
         ).all()
     paths: dict[str, str | None] = {row.id: row.recording_path for row in rows}
-    by_number = {row["phone_number"]: row for row in DEMO_ROWS}
-    table = Table(title=f"Batch {batch_id}")
-    for col in ("to", "business", "status", "answered_by", "length (s)", "latency p50"):
-        table.add_column(col)
-    for call in calls_:
-        latency = call.get("latency_ms") or {}
-        table.add_row(
-            call["to"],
-            str(by_number.get(call["to"], {}).get("business", "")),
-            str(call["status"]),
-            call["answered_by"] or "-",
-            f"{call['call_length'] * 60:.0f}",
-            f"{latency['p50'] / 1000:.2f} s" if latency.get("p50") else "-",
-        )
-    console.print(table)
+    console.print(_demo_table(batch_id, calls_))
     for call in calls_:
         turns = call.get("transcripts") or []
         if not turns and not call["error_message"]:
             continue
-        console.rule(f"{call['to']}  {call['status']}  (model: {call.get('model') or '-'})")
+        business = _DEMO_BUSINESS.get(call["to"], "")
+        console.rule(f"{call['to']} {business}: {call['status']}", align="left")
+        said = Table.grid(padding=(0, 1))
+        said.add_column(justify="right", no_wrap=True)
+        said.add_column(overflow="fold")
         for turn in turns:
-            colour = {"assistant": "cyan", "user": "green"}.get(turn["user"], "dim")
-            console.print(f"[{colour}]{turn['user']:>9}[/{colour}]  {turn['text']}")
+            who, colour = _SPEAKERS.get(turn["user"], (turn["user"], "dim"))
+            said.add_row(f"[{colour}]{who}[/{colour}]", escape(turn["text"]))
         if call["error_message"]:
-            console.print(f"[dim]    note  {call['error_message']}[/dim]")
+            said.add_row("[dim]note[/dim]", f"[dim]{escape(call['error_message'])}[/dim]")
+        console.print(said)
         if paths.get(call["call_id"]):
-            console.print(f"[dim]recording  {paths[call['call_id']]}[/dim]")
+            console.print(f"[dim]recording: {paths[call['call_id']]}[/dim]")
     batch_latency = analysis.get("latency_ms") or {}
+    console.print()
     if batch_latency:
         console.print(
-            f"Voice-to-voice latency over the batch: p50 {batch_latency['p50'] / 1000:.2f} s, "
+            f"Voice-to-voice latency: p50 {batch_latency['p50'] / 1000:.2f} s, "
             f"p95 {batch_latency['p95'] / 1000:.2f} s ({batch_latency['replies']} replies)."
         )
     console.print(
-        "Every call went over SIP and RTP on loopback to the built-in phone simulator "
-        "(see the README's test-number table); the agent's STT, TTS and (when configured) "
-        "LLM ran on this machine."
+        "Every call went over SIP and RTP on loopback to the built-in phone simulator; "
+        "the agent's STT, TTS and (when configured) LLM ran on this machine "
+        f"(model: {calls_[0].get('model') or '-'})."
     )
+    console.print("Recordings (stereo WAV, the person left, the agent right), in:")
+    console.print(f"  {storage.removeprefix('file://')}", soft_wrap=True, highlight=False)
+    console.print(_NEXT_STEPS, markup=False, highlight=False)
+
+
+_SPEAKERS = {"assistant": ("agent", "cyan"), "user": ("person", "green")}
+_DEMO_BUSINESS = {row["phone_number"]: str(row["business"]) for row in DEMO_ROWS}
+_NEXT_STEPS = """
+Next:
+  1. Start the server:  callfleet serve --port 8000
+  2. Create a key:      KEY=$(callfleet keys create --name me | tail -n1)
+  3. Send a batch:
+     curl -s http://127.0.0.1:8000/v1/batches -H "authorization: $KEY" \\
+       -H 'content-type: application/json' -d '{"base_prompt": "Say hello.",
+       "call_data": [{"phone_number": "+12125550101"}]}'
+"""
+
+
+def _demo_table(batch_id: str, calls_: list[dict[str, Any]]) -> Table:
+    """One line a call in 80 columns: the number is never wrapped, the business is cut."""
+    table = Table(title=f"Batch {batch_id}", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("to", no_wrap=True)
+    table.add_column("business", no_wrap=True, overflow="ellipsis", max_width=15)
+    table.add_column("status", no_wrap=True)
+    table.add_column("answered", no_wrap=True)
+    table.add_column("secs", no_wrap=True, justify="right")
+    table.add_column("p50", no_wrap=True, justify="right")
+    for call in calls_:
+        latency = call.get("latency_ms") or {}
+        table.add_row(
+            call["to"],
+            _DEMO_BUSINESS.get(call["to"], ""),
+            str(call["status"]),
+            call["answered_by"] or "-",
+            f"{call['call_length'] * 60:.0f}",
+            f"{latency['p50'] / 1000:.2f}s" if latency.get("p50") else "-",
+        )
+    return table
 
 
 @app.command(
@@ -372,7 +664,14 @@ def _redact(url: str) -> str:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except sa.exc.DBAPIError as exc:  # a command without its own check met the database
+        problem = _database_problem(exc, Settings().sqlalchemy_url)
+        if problem is None:
+            raise
+        err.print(f"[red]callfleet:[/red] {escape(problem)}", soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 @app.command()
@@ -395,7 +694,11 @@ def worker(
             "`callfleet serve` runs calls itself."
         )
         raise typer.Exit(2)
+    _check_database(settings, schema=True)
+    if settings.carrier != "simulator-nomedia":
+        _check_models(settings)
+    from callfleet.wiring import build_worker
     from callfleet.worker import run_worker
 
     console.print(f"callfleet worker  database: {_redact(settings.sqlalchemy_url)}")
-    run_worker(settings, concurrency, metrics_port)
+    run_worker(build_worker(settings, concurrency=concurrency, metrics_port=metrics_port))

@@ -6,10 +6,14 @@ Two kinds of metric, each in its own registry so several apps in one process
 - counters kept by a process as things happen: `DispatchMetrics` (calls admitted
   by this process's hopper, admission pass times, whether this process leads) and
   `WorkerMetrics` (calls run by a `callfleet worker`, live calls on it);
+- what this process's SIP and RTP layers dropped (`DropsCollector`, in both
+  registries above: calls run where the dispatcher or the worker is);
 - gauges read from the database at scrape time by `DatabaseCollector`, the same
   on every API replica: calls by state and status, live calls per account and per
   worker, hopper lag (how long the oldest due queued call has waited), webhook
-  backlog (deliveries still pending).
+  backlog (deliveries still pending), recordings still waiting on a machine's disk
+  for the storage (and how many of them failed an upload attempt), and how long
+  the oldest of them has waited.
 
 `render(...)` concatenates registries into one exposition for `/metrics`.
 """
@@ -29,16 +33,22 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy.engine import Connection
 
+from callfleet.domain.states import DIALLED_STATES, CallState
 from callfleet.store.db import Database
-from callfleet.store.tables import accounts, calls, webhook_deliveries
+from callfleet.store.tables import accounts, calls, recording_uploads, webhook_deliveries
+from callfleet.telephony.rtp.drops import RTP_DROPS
+from callfleet.telephony.sip.drops import SIP_DROPS
+from callfleet.webhooks.outbox import DeliveryState
 
 __all__ = [
     "CONTENT_TYPE",
     "DatabaseCollector",
     "DispatchMetrics",
+    "DropsCollector",
     "WorkerMetrics",
     "render",
 ]
@@ -46,7 +56,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-LIVE_STATES = ("dialing", "live")
 
 
 class DispatchMetrics:
@@ -75,6 +84,31 @@ class DispatchMetrics:
             "Admitted calls or stalled jobs the reaper handed to the engine again.",
             registry=self.registry,
         )
+        self.registry.register(DropsCollector())
+
+
+class DropsCollector(Collector):
+    """The telephony layer's process-wide drop counters, by reason."""
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # collected live; the reasons are known only once something is dropped
+
+    def collect(self) -> Iterable[Metric]:
+        rtp = CounterMetricFamily(
+            "callfleet_rtp_packets_dropped",
+            "RTP/RTCP packets dropped (not from the call's media peer, malformed, ...).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(RTP_DROPS.snapshot().items()):
+            rtp.add_metric([reason], float(n))
+        sip = CounterMetricFamily(
+            "callfleet_sip_requests_dropped",
+            "SIP requests and connections refused or dropped (stranger, table full, ...).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(SIP_DROPS.snapshot().items()):
+            sip.add_metric([reason], float(n))
+        return [rtp, sip]
 
 
 class WorkerMetrics:
@@ -99,13 +133,19 @@ class WorkerMetrics:
         )
         live_gauge.set_function(lambda: float(live()))
         ProcessCollector(registry=self.registry)  # RSS and CPU of the worker process
+        self.registry.register(DropsCollector())
 
 
 class DatabaseCollector(Collector):
-    """Gauges computed from the database on each scrape (cheap, index-backed queries)."""
+    """Gauges computed from the database on each scrape (cheap, index-backed queries).
 
-    def __init__(self, db: Database) -> None:
+    `per_account=False` (no metrics token configured, so anyone may scrape) gives
+    `callfleet_live_calls` as one total without the `account` label: account ids are
+    not for every scraper to list."""
+
+    def __init__(self, db: Database, *, per_account: bool = True) -> None:
         self.db = db
+        self.per_account = per_account
 
     def describe(self) -> Iterable[Metric]:
         return []  # collected live; nothing to describe up front
@@ -131,7 +171,9 @@ class DatabaseCollector(Collector):
             labels=["state", "status"],
         )
         per_account = GaugeMetricFamily(
-            "callfleet_live_calls", "Calls dialling or live, per account.", labels=["account"]
+            "callfleet_live_calls",
+            "Calls dialling or live, per account (a total without a metrics token).",
+            labels=["account"] if self.per_account else [],
         )
         per_worker = GaugeMetricFamily(
             "callfleet_worker_live_calls",
@@ -146,6 +188,7 @@ class DatabaseCollector(Collector):
             "callfleet_webhook_backlog", "Webhook deliveries pending (not yet delivered)."
         )
         with self.db.read() as conn:
+            uploads = _upload_families(conn, now)
             for state, status, n in conn.execute(
                 sa.select(calls.c.state, calls.c.status, sa.func.count()).group_by(
                     calls.c.state, calls.c.status
@@ -154,7 +197,7 @@ class DatabaseCollector(Collector):
                 by_status.add_metric([str(state), str(status or "")], float(n))
             live = conn.execute(
                 sa.select(calls.c.account_id, calls.c.lease_owner, sa.func.count())
-                .where(calls.c.state.in_(LIVE_STATES))
+                .where(calls.c.state.in_(DIALLED_STATES))
                 .group_by(calls.c.account_id, calls.c.lease_owner)
             ).all()
             # Per account through the (account_id, state, not_before) index: the first
@@ -163,7 +206,7 @@ class DatabaseCollector(Collector):
                 sa.select(sa.func.min(calls.c.not_before))
                 .where(
                     calls.c.account_id == accounts.c.id,
-                    calls.c.state == "queued",
+                    calls.c.state == CallState.QUEUED,
                     calls.c.not_before <= now,
                 )
                 .scalar_subquery()
@@ -174,7 +217,9 @@ class DatabaseCollector(Collector):
                 if value is not None
             ]
             pending = conn.execute(
-                sa.select(sa.func.count()).where(webhook_deliveries.c.state == "pending")
+                sa.select(sa.func.count()).where(
+                    webhook_deliveries.c.state == DeliveryState.PENDING
+                )
             ).scalar()
         accounts_live: dict[str, int] = {}
         workers_live: dict[str, int] = {}
@@ -182,14 +227,42 @@ class DatabaseCollector(Collector):
             accounts_live[account_id] = accounts_live.get(account_id, 0) + int(n)
             worker = str(owner or "")
             workers_live[worker] = workers_live.get(worker, 0) + int(n)
-        for account_id, n in sorted(accounts_live.items()):
-            per_account.add_metric([account_id], float(n))
+        if self.per_account:
+            for account_id, n in sorted(accounts_live.items()):
+                per_account.add_metric([account_id], float(n))
+        else:
+            per_account.add_metric([], float(sum(accounts_live.values())))
         for worker, n in sorted(workers_live.items()):
             per_worker.add_metric([worker], float(n))
         waited = [(now - _aware(v)).total_seconds() for v in oldest]
         lag.add_metric([], max([0.0, *waited]))
         backlog.add_metric([], float(pending or 0))
-        return [by_status, per_account, per_worker, lag, backlog]
+        return [by_status, per_account, per_worker, lag, backlog, *uploads]
+
+
+def _upload_families(conn: Connection, now: datetime) -> list[Metric]:
+    """The upload outbox: recordings on a machine's disk waiting for the storage."""
+    uploads = GaugeMetricFamily(
+        "callfleet_recording_uploads",
+        "Recordings on a machine's disk waiting for the storage: `waiting` (not tried "
+        "or first try due) or `failing` (an upload attempt failed; retried with backoff).",
+        labels=["state"],
+    )
+    upload_age = GaugeMetricFamily(
+        "callfleet_recording_upload_oldest_seconds",
+        "Seconds the oldest recording still waiting for its upload has waited (0: none).",
+    )
+    waiting, failing, first = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.count().filter(recording_uploads.c.attempts > 0),
+            sa.func.min(recording_uploads.c.created_at),
+        )
+    ).one()
+    uploads.add_metric(["waiting"], float((waiting or 0) - (failing or 0)))
+    uploads.add_metric(["failing"], float(failing or 0))
+    upload_age.add_metric([], (now - _aware(first)).total_seconds() if first else 0.0)
+    return [uploads, upload_age]
 
 
 def _aware(value: datetime) -> datetime:

@@ -27,15 +27,15 @@ import os
 import signal
 import socket
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import sqlalchemy as sa
 import structlog
 
 from callfleet.config import Settings
 from callfleet.dispatch.engine import run_logged
+from callfleet.dispatch.limits import max_live_calls
 from callfleet.dispatch.postcall import PostcallWorker
 from callfleet.dispatch.procrastinate_engine import (
     QUEUE,
@@ -47,54 +47,19 @@ from callfleet.dispatch.procrastinate_engine import (
     schema_present,
 )
 from callfleet.dispatch.runner import CallRunner
+from callfleet.dispatch.uploads import RecordingUploader
 from callfleet.dispatch.writer import GroupWriter
 from callfleet.metrics import WorkerMetrics
+from callfleet.storage import open_storage
 from callfleet.store.db import Database
+from callfleet.store.schema_check import migration_problem
 from callfleet.telephony.carrier import CallEvents, Carrier, DialRequest, DialResult
 
-__all__ = ["SHUTDOWN_NOTE", "CallWorker", "DialLogCarrier", "WorkerCarrier"]
+__all__ = ["SHUTDOWN_NOTE", "CallWorker", "WorkerCarrier", "run_worker"]
 
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_NOTE = "Ended by the worker's shutdown: the call was still live at its deadline."
-
-
-class DialLogCarrier:
-    """Delegates to a real carrier and appends one line per dial and per end to a file.
-
-    Lines: `start <unix time> <call id> <attempt> <to number> <pid>` and `end <unix
-    time> <call id> <attempt> <status>`. Each is one `write()` on an O_APPEND file,
-    so lines from several worker processes never interleave. Tests count INVITEs
-    from this record, not from our database.
-    """
-
-    def __init__(self, inner: Carrier, path: Path) -> None:
-        self.inner = inner
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def describe(self) -> str:
-        return self.inner.describe() + " (dials logged)"
-
-    def _line(self, text: str) -> None:
-        os.write(self._fd, (text + "\n").encode())
-
-    async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
-        cid, attempt = request.call_id, request.attempt
-        self._line(f"start {time.time():.6f} {cid} {attempt} {request.to_number} {os.getpid()}")
-        status = "error"
-        try:
-            result = await self.inner.place_call(request, events)
-            status = result.outcome.value
-            return result
-        finally:
-            self._line(f"end {time.time():.6f} {cid} {attempt} {status}")
-
-    async def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
 
 
 class _TolerantEvents:
@@ -138,14 +103,10 @@ class WorkerCarrier:
         return result
 
     async def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()
+        await self.inner.close()
 
 
 def _alembic_at_head(db: Database) -> bool:
-    from callfleet.api.routes.ops import migration_problem
-
     return migration_problem(db) is None
 
 
@@ -155,31 +116,33 @@ class CallWorker:
     def __init__(
         self,
         settings: Settings,
+        carrier: Carrier,
         *,
         concurrency: int | None = None,
-        carrier: Carrier | None = None,
         metrics_port: int | None = None,
         hard_stop_s: float | None = None,
+        readiness: Callable[[], str | None] | None = None,
     ) -> None:
+        """`readiness`: None once calls may be taken (the agent is warm), else why not;
+        the worker fetches no job before."""
         require_postgres(settings)
+        self.readiness = readiness
         self.hard_stop_s = hard_stop_s
         self.settings = settings
-        self.concurrency = concurrency or settings.worker_concurrency
+        # --concurrency, but never past this machine's live-call cap (MAX_LIVE_CALLS).
+        self.concurrency = min(concurrency or settings.worker_concurrency, max_live_calls(settings))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics_port = metrics_port
-        if carrier is None:
-            from callfleet.api.app import make_carrier
-
-            carrier = make_carrier(settings)
-        if settings.simulator_dial_log is not None:
-            carrier = DialLogCarrier(carrier, settings.simulator_dial_log)
         self.carrier = WorkerCarrier(carrier)
         self.db = Database(settings.sqlalchemy_url)
         self.writer = GroupWriter(self.db)
         # Summaries of the calls that end here (and of any another process left).
         self.postcall = PostcallWorker(self.writer, settings, self.worker_id)
+        self.uploads = RecordingUploader(
+            self.writer, open_storage(settings.storage_location), settings
+        )
         self.runner = CallRunner(
-            self.writer, self.carrier, settings, self.worker_id, self.postcall.wake
+            self.writer, self.carrier, settings, self.worker_id, self.postcall.wake, self.uploads
         )
         self.metrics = WorkerMetrics(lambda: len(self.runner.live))
         self._stopping = False
@@ -243,6 +206,18 @@ class CallWorker:
                 said = True
             await asyncio.sleep(2.0)
 
+    async def _wait_until_ready(self) -> None:
+        """Until the carrier's talker can speak (its engines loaded and warm)."""
+        said = False
+        while not self._stopping and self.readiness is not None:
+            waiting = self.readiness()
+            if waiting is None:
+                return
+            if not said:
+                log.info("taking no calls yet", reason=waiting)
+                said = True
+            await asyncio.sleep(0.1)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -258,8 +233,10 @@ class CallWorker:
                 "and defer no jobs for workers; set CALLFLEET_ENGINE=procrastinate everywhere"
             )
         await self._wait_for_schema()
+        await self._wait_until_ready()
         self.writer.start()
         await self.postcall.start()
+        await self.uploads.start()  # this machine's recordings left behind, then new ones
         app = build_worker_app(
             libpq_url(self.settings.sqlalchemy_url),
             self._run_call,
@@ -302,21 +279,17 @@ class CallWorker:
         finally:
             self._worker = None
             await self.postcall.stop()
+            await self.uploads.stop()
             self.writer.stop()
             await self.carrier.close()
             self.db.dispose()
             log.info("worker stopped", worker=self.worker_id)
 
 
-def run_worker(settings: Settings, concurrency: int | None, metrics_port: int | None) -> None:
-    """Entry point of `callfleet worker` (logging already configured)."""
-    level = logging.getLevelName(settings.log_level.upper())
+def run_worker(worker: CallWorker) -> None:
+    """Entry point of `callfleet worker` (logging already configured; the worker
+    built by `callfleet.wiring.build_worker`)."""
+    level = logging.getLevelName(worker.settings.log_level.upper())
     quiet = max(logging.WARNING, level if isinstance(level, int) else logging.INFO)
     logging.getLogger("procrastinate").setLevel(quiet)  # one line per job is too many
-    worker = CallWorker(
-        settings,
-        concurrency=concurrency,
-        metrics_port=metrics_port,
-        hard_stop_s=settings.worker_shutdown_deadline_s + 30,
-    )
     asyncio.run(worker.run())

@@ -218,6 +218,7 @@ class Cluster:
             CALLFLEET_WORKER_STALLED_S="3",
             CALLFLEET_WORKER_SHUTDOWN_DEADLINE_S="2",
             CALLFLEET_WEBHOOK_ALLOW_PRIVATE="true",
+            CALLFLEET_TRUNK_ALLOW="127.0.0.0/8",  # `callfleet simulator` is on loopback
             CALLFLEET_WEBHOOK_RETRY_SCALE="0.01",
             PYTHONFAULTHANDLER="1",
             PYTHONUNBUFFERED="1",
@@ -296,10 +297,22 @@ class Cluster:
         It refuses calls beyond `cap` (default: the account's) with 503, and
         answering numbers hang up after `hold_s`."""
         limit = cap if cap is not None else int(self.env["CALLFLEET_ACCOUNT_CONCURRENCY"])
-        self.phones = self._spawn("simulator", [
-            "simulator", "--port", "0", "--time-scale", "0", "--fast-hold-s", str(hold_s),
-            "--max-concurrent", str(limit), "--invite-log", str(self.invite_log),
-        ])  # fmt: skip
+        self.phones = self._spawn(
+            "simulator",
+            [
+                "simulator",
+                "--port",
+                "0",
+                "--time-scale",
+                "0",
+                "--fast-hold-s",
+                str(hold_s),
+                "--max-concurrent",
+                str(limit),
+                "--invite-log",
+                str(self.invite_log),
+            ],
+        )
         return self.phones
 
     def trunk_to_simulator(self, api: Proc, key: str) -> None:
@@ -314,8 +327,14 @@ class Cluster:
             return json.loads(first[0]) if first[1] else None
 
         where = wait_for(listening, timeout=60, interval=0.05)
-        body = {"name": "simulator", "host": where["host"], "port": where["port"],
-                "transport": "udp", "cps": 1000, "default": True}  # fmt: skip
+        body = {
+            "name": "simulator",
+            "host": where["host"],
+            "port": where["port"],
+            "transport": "udp",
+            "cps": 1000,
+            "default": True,
+        }
         resp = httpx.post(
             f"{api.base}/v1/trunks", headers={"authorization": key}, json=body, timeout=30
         )
@@ -447,10 +466,15 @@ def check_batch(cluster: Cluster, batch_id: str, count: int, cap: int) -> Verdic
     with cluster.db.read() as conn:
         rows = conn.execute(
             sa.select(
-                calls.c.id, calls.c.to_number, calls.c.state, calls.c.status,
-                calls.c.error_message, calls.c.answered_at, calls.c.ended_at,
+                calls.c.id,
+                calls.c.to_number,
+                calls.c.state,
+                calls.c.status,
+                calls.c.error_message,
+                calls.c.answered_at,
+                calls.c.ended_at,
             ).where(calls.c.batch_id == batch_id)
-        ).all()  # fmt: skip
+        ).all()
         attempts = conn.execute(
             sa.select(
                 call_attempts.c.call_id,

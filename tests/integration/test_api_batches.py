@@ -8,11 +8,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from callfleet.store.batches import expand_stored_call
 from callfleet.store.tables import batches, call_attempts, calls
 from conftest import Server, wait_for
 
 OPEN = {"start": "00:00", "end": "24:00"}
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def dialled_task(conn: Any, row: Any) -> str:
+    """The call's task as the dialler builds it (a batch's prompt is stored once)."""
+    return expand_stored_call(conn, row.batch_id, row.task, row.params, row.request_data)[0]
 
 
 @pytest.fixture
@@ -297,7 +303,9 @@ def test_templating_fills_both_spellings_and_keeps_row_properties(fast: Server) 
         first = client.get(f"/v1/calls/{details['call_data'][0]['call_id']}").json()
 
     with fast.db.read() as conn:
-        tasks = [r[0] for r in conn.execute(sa.select(calls.c.task).order_by(calls.c.seq))]
+        tasks = [
+            dialled_task(conn, r) for r in conn.execute(sa.select(calls).order_by(calls.c.seq))
+        ]
     assert tasks == [
         "Hello Lakeside Dental, about Cloud Backup on January 9th (order 77) for Acme Ltd.",
         "Hello Harbor Books, about Payroll on March 1st (order A-1) for Acme Ltd.",
@@ -496,6 +504,6 @@ def test_placeholders_filled_during_the_call_are_left_for_the_agent(fast: Server
         refused = client.post("/v1/batches", json=body)
     assert "lead_status" not in details["request_data"]
     with fast.db.read() as conn:
-        task = conn.execute(sa.select(calls.c.task).where(calls.c.id == call_id)).scalar_one()
+        task = dialled_task(conn, conn.execute(sa.select(calls).where(calls.c.id == call_id)).one())
     assert task == "Call Acme; the lead is {{lead_status}}, plan gold."
     assert refused.status_code == 400 and "lead_status" in refused.text

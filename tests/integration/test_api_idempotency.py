@@ -105,7 +105,9 @@ def test_a_single_call_is_idempotent_too(fast: Server) -> None:
         assert client.get("/v1/calls").json()["count"] == 1
 
 
-def test_a_rejected_request_is_replayed_as_rejected(fast: Server) -> None:
+def test_a_rejected_request_is_replayed_as_rejected(server_factory: Any) -> None:
+    # Replaying rejections is the operator's opt-in (by default a rejection stores nothing).
+    fast: Server = server_factory(default_cps=1000, idempotency_replay_rejected=True)
     raw = json.dumps({"base_prompt": "Hi", "call_data": [{"phone_number": "1234567890"}]}).encode()
     with fast.client(fast.new_key()) as client:
         first = post(client, "/v1/batches", raw, "bad-1")
@@ -171,3 +173,92 @@ def test_an_idempotency_key_must_be_at_most_255_characters(fast: Server) -> None
         assert resp.status_code == 400
         assert "255" in resp.json()["message"]
         assert counts(client) == (0, 0)
+
+
+def age(srv: Server, hours: float) -> None:
+    """Move every stored Idempotency-Key `hours` into the past."""
+    t = idempotency_keys.c
+    with srv.db.write() as conn:
+        rows = conn.execute(sa.select(t.account_id, t.key, t.created_at)).all()
+        if rows:
+            conn.execute(
+                sa.update(idempotency_keys)
+                .where(t.account_id == sa.bindparam("a"), t.key == sa.bindparam("k"))
+                .values(created_at=sa.bindparam("c")),
+                [{"a": a, "k": k, "c": c - timedelta(hours=hours)} for a, k, c in rows],
+            )
+
+
+def stored_keys(srv: Server) -> set[str]:
+    with srv.db.read() as conn:
+        return set(conn.execute(sa.select(idempotency_keys.c.key)).scalars())
+
+
+def test_a_rejected_request_stores_nothing_so_a_corrected_retry_goes_through(
+    fast: Server,
+) -> None:
+    bad = json.dumps({**BATCH, "call_data": [{"phone_number": "1234567890"}]}).encode()
+    with fast.client(fast.new_key()) as client:
+        for _ in range(2):
+            rejected = post(client, "/v1/batches", bad, "fix-1")
+            assert rejected.status_code == 400, rejected.text
+            assert "idempotent-replayed" not in rejected.headers
+        assert stored_keys(fast) == set()
+
+        corrected = post(client, "/v1/batches", json.dumps(BATCH).encode(), "fix-1")
+        assert corrected.status_code == 200, corrected.text
+        assert counts(client) == (1, 2)
+        replay = post(client, "/v1/batches", json.dumps(BATCH).encode(), "fix-1")
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json() == corrected.json()
+
+
+def test_a_key_expires_after_the_ttl(fast: Server) -> None:
+    raw = json.dumps(BATCH).encode()
+    changed = json.dumps({**BATCH, "label": "changed"}).encode()
+    with fast.client(fast.new_key()) as client:
+        first = post(client, "/v1/batches", raw, "daily")
+        assert first.status_code == 200, first.text
+        age(fast, fast.settings.idempotency_ttl_hours - 1)
+        assert post(client, "/v1/batches", changed, "daily").status_code == 422  # still held
+        age(fast, 2)  # now a day and an hour old: expired
+        later = post(client, "/v1/batches", changed, "daily")
+        assert later.status_code == 200, later.text
+        assert "idempotent-replayed" not in later.headers
+        assert later.json()["batch_id"] != first.json()["batch_id"]
+        assert counts(client) == (2, 4)
+        again = post(client, "/v1/batches", changed, "daily")  # the new answer is held anew
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == later.json()
+
+
+def test_expired_keys_are_swept_in_bounded_deletes(fast: Server) -> None:
+    raw = json.dumps(BATCH).encode()
+    key = fast.new_key()
+    with fast.client(key) as client:
+        for name in ("old-1", "old-2"):
+            assert post(client, "/v1/batches", raw, name).status_code == 200
+    with fast.db.write() as conn:
+        account = account_by_key(conn, key)
+        assert account is not None
+        created = datetime.now(UTC)
+        conn.execute(
+            sa.insert(idempotency_keys),
+            [
+                {
+                    "account_id": account.id,
+                    "key": f"bulk-{i}",
+                    "method_path": "POST /v1/batches",
+                    "request_hash": "0" * 64,
+                    "state": "done",
+                    "status_code": 200,
+                    "response": {},
+                    "created_at": created,
+                }
+                for i in range(2500)
+            ],
+        )
+    age(fast, fast.settings.idempotency_ttl_hours + 1)
+    with fast.client(key) as client:
+        assert post(client, "/v1/batches", raw, "fresh").status_code == 200
+    wait_for(lambda: stored_keys(fast) == {"fresh"}, timeout=30)

@@ -33,6 +33,9 @@ class RecordingCarrier:
     def describe(self) -> str:
         return "recording " + self.inner.describe()
 
+    async def close(self) -> None:
+        return None
+
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
         self.dials.append((request.to_number, request.attempt, time.monotonic()))
         self.active += 1
@@ -50,6 +53,9 @@ class StuckCarrier:
     def describe(self) -> str:
         return "stuck"
 
+    async def close(self) -> None:
+        return None
+
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
         await events.answered()
         await asyncio.Event().wait()  # never set: this carrier never returns by itself
@@ -64,6 +70,9 @@ class CongestedCarrier:
 
     def describe(self) -> str:
         return "congested"
+
+    async def close(self) -> None:
+        return None
 
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
         self.dials.append(request.attempt)
@@ -198,3 +207,36 @@ def test_network_retries_do_not_use_attempts_but_are_capped(server_factory: Any)
     assert carrier.dials == [1, 2, 3, 4]
     assert call["status"] == "failed"
     assert "gave up after 3 retries the network asked for" in call["error_message"]
+
+
+def test_live_calls_never_exceed_the_process_cap(server_factory: Any) -> None:
+    # Three accounts, each under its own cap of 10: without a process-wide cap they
+    # would put 24 calls in the air at once. Every call still completes: a call over
+    # the cap waits in the queue for a slot, it is never failed for it.
+    carrier = RecordingCarrier(SimulatedCarrier(time_scale=0.01))
+    server = server_factory(
+        carrier=carrier, account_concurrency=10, default_cps=1000, max_live_calls=4
+    )
+    keys = [server.new_key(f"tenant-{i}") for i in range(3)]
+    people = _people(24)
+    batches = [(key, _send(server, key, people[i * 8 : (i + 1) * 8])) for i, key in enumerate(keys)]
+    for key, batch_id in batches:
+        details = _wait_done(server, key, batch_id)
+        assert all(c["status"] == "completed" for c in details["call_data"])
+    assert len(carrier.dials) == 24
+    assert carrier.max_active <= 4
+    assert carrier.max_active == 4  # the cap is reached, so the check above means something
+
+
+def test_the_default_live_call_cap_follows_what_a_call_costs() -> None:
+    from callfleet.config import Settings
+    from callfleet.dispatch.limits import default_max_live_calls, max_live_calls
+
+    talking = {"carrier": "sip", "simulator_time_scale": 1.0}
+    assert default_max_live_calls(Settings(**talking), cpus=2) == 4  # local models
+    hosted = Settings(**talking, stt_provider="deepgram", tts_provider="cartesia")
+    assert default_max_live_calls(hosted, cpus=2) == 50
+    assert default_max_live_calls(Settings(carrier="simulator-nomedia"), cpus=2) == 10_000
+    silent = Settings(carrier="sip", agent_enabled=False, rtp_port_min=20000, rtp_port_max=20199)
+    assert default_max_live_calls(silent, cpus=2) == 100  # one RTP port pair per call
+    assert max_live_calls(Settings(**talking, max_live_calls=7)) == 7

@@ -18,7 +18,6 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from callfleet.api.app import create_app
 from callfleet.config import Settings
 from callfleet.dispatch.leader import NotLeaderError, PgLeader
 from callfleet.dispatch.procrastinate_engine import libpq_url
@@ -28,6 +27,7 @@ from callfleet.store.accounts import create_account, create_key
 from callfleet.store.db import Database
 from callfleet.store.migrate import migrate
 from callfleet.store.tables import call_attempts, calls
+from callfleet.wiring import create_app
 
 ALWAYS = {"start": "00:00", "end": "24:00"}
 
@@ -36,6 +36,13 @@ def kill_backend(url: str, pid: int | None) -> None:
     assert pid is not None
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # pg_terminate_backend only signals: the session (and its advisory lock) lives
+        # on until the backend has exited. Wait for that, as a real crash would be.
+        deadline = time.monotonic() + 10
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"backend {pid} still alive 10 s after its termination")
+            time.sleep(0.01)
 
 
 async def until(predicate: Any, limit_s: float, what: str) -> float:

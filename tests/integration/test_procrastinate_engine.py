@@ -25,7 +25,6 @@ from procrastinate import exceptions
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from callfleet.api.app import create_app
 from callfleet.cli import app as cli_app
 from callfleet.config import Settings
 from callfleet.dispatch import hopper, lifecycle
@@ -44,6 +43,7 @@ from callfleet.store.db import Database
 from callfleet.store.migrate import migrate
 from callfleet.store.tables import call_attempts, calls
 from callfleet.telephony.carrier import CallEvents, DialRequest, DialResult
+from callfleet.wiring import create_app
 from callfleet.worker import SHUTDOWN_NOTE, CallWorker
 
 ALWAYS = {"start": "00:00", "end": "24:00"}
@@ -59,6 +59,9 @@ class Recorder:
 
     def describe(self) -> str:
         return "recorder"
+
+    async def close(self) -> None:
+        return None
 
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
         self.dials.append((request.call_id, request.attempt))
@@ -371,3 +374,51 @@ def test_migrate_applies_procrastinate_schema_once(pg_url: str, tmp_path: Path) 
         tables = conn.execute("SELECT count(*) FROM alembic_version").fetchone()
     assert found == (True,)
     assert tables == (1,)
+
+
+def test_a_worker_takes_no_job_before_its_agent_can_speak(env: Env) -> None:
+    """While the readiness check says why not (the agent's engines still loading and
+    warming), the worker fetches no job: the admitted calls wait as procrastinate jobs
+    and nobody is dialled. Once it says None, every call runs, each once."""
+    ids = submit(env, people(3))
+    carrier = Recorder(0.0)
+    engine = ProcrastinateEngine(env.settings, env.db)
+    waiting = ["the AI agent is still loading and warming its speech engines"]
+    asked: list[float] = []
+
+    def readiness() -> str | None:
+        asked.append(time.monotonic())
+        return waiting[0] if waiting else None
+
+    worker = CallWorker(env.settings, concurrency=4, carrier=carrier, readiness=readiness)
+
+    async def body() -> None:
+        assert len(admit(env, engine)) == 3
+        await asyncio.sleep(2.0)  # ample time for a worker that did not wait to dial
+        assert carrier.dials == []
+        assert len(asked) >= 5  # it kept asking while it waited
+        todo = pq(env, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")
+        assert todo == [(3,)]
+        assert set(states(env).values()) == {"admitted"}
+        waiting.clear()
+        await until(lambda: set(states(env).values()) == {"ended"}, 30, "calls ended")
+
+    asyncio.run(_run_worker(worker, body))
+    assert sorted(carrier.dials) == sorted((i, 1) for i in ids)
+
+
+def test_the_worker_command_waits_for_the_agent_it_builds(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`callfleet worker` (wiring.build_worker) hands the worker the readiness check
+    that comes with its carrier's talker, the one the test above honours."""
+    from callfleet import wiring
+
+    def check() -> str | None:
+        return None
+
+    carrier = Recorder(0.0)
+    monkeypatch.setattr(wiring, "_carrier_and_readiness", lambda _settings: (carrier, check))
+    worker = wiring.build_worker(env.settings)
+    assert worker.readiness is check
+    assert worker.carrier.inner is carrier

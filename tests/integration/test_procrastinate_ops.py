@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from callfleet.api.app import create_app
 from callfleet.config import Settings
 from callfleet.simulator.carrier import SimulatedCarrier
 from callfleet.store.db import Database
 from callfleet.store.migrate import migrate
+from callfleet.wiring import create_app
 from conftest import wait_for
 
 ALWAYS = {"start": "00:00", "end": "24:00"}

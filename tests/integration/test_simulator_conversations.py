@@ -1,9 +1,9 @@
 """The simulator's people over real SIP and RTP on loopback, against a scripted caller.
 
 Our own `SipClient` and `RtpSession` place the calls; the caller plays the agent's
-part with espeak-ng sentences: it listens for the end of each of the persona's
-lines (an energy VAD on what it receives) and answers after a known delay, so the
-persona's measured latencies can be checked against what the caller really did.
+part with Piper sentences (the simulator's higher voice): it listens for the end of
+each of the persona's lines (an energy VAD on what it receives) and answers after a
+known delay, so the persona's measured latencies can be checked against what the caller really did.
 The caller and the simulator share one event loop, hence one clock.
 """
 
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from tests.peers import read_wav
 
-from callfleet.simulator import audio, voices
+from callfleet import synth as audio
+from callfleet.simulator import voices
 from callfleet.simulator.rules import BARGE_IN_LINE, persona_for
 from callfleet.simulator.sip_server import PhoneSimulator, SimulatedCall, SimulatorConfig
 from callfleet.telephony.rtp import RtpSession
@@ -28,17 +29,17 @@ from callfleet.telephony.sip.call import Call, EndReason
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not voices.espeak_available(), reason="espeak-ng not installed"),
+    pytest.mark.skipif(not voices.engine().startswith("piper"), reason="Piper not installed"),
 ]
 
-CONVERSING = "+12125550127"  # rings 6 s, talks 49 s; "Hi, Morgan speaking."
+CONVERSING = "+12125550121"  # rings 6 s, talks 47 s; "Hello, this is Alex."
 BARGING = "+12125550133"  # rings 6 s, talks 51 s; talks over the caller's first long turn
 DANA = "+12125550100"  # rings 6 s, talks 20 s: 3.6 s and 12 s at 0.6
 SILENT = "+12125550136"  # rings 6 s, talks 32 s, says nothing
 VOICEMAIL_NO_BEEP = "+12125550150"  # rings 24 s
 SPEECH_DBFS = -40.0
 LATENCY_TOLERANCE_MS = 120.0
-CALLER_VOICE = "en-gb"
+CALLER_VOICE = "joe-high"
 
 
 def _loud(frame: bytes) -> bool:
@@ -54,7 +55,7 @@ class Turn:
 
 @dataclass
 class ScriptedCaller:
-    """The agent's side: an `AudioSource` of espeak sentences, and a VAD on what it hears.
+    """The agent's side: an `AudioSource` of Piper sentences, and a VAD on what it hears.
 
     It waits for the persona to finish a line (`hangover_s` of quiet after its
     speech: longer than the pauses inside a line), then says its next turn
@@ -264,8 +265,9 @@ def test_a_barge_in_talks_over_the_caller_and_times_its_stop() -> None:
     stopped_ms = (caller.stopped_at - caller.heard_over_us_at) * 1000
     assert call.barge_in_stop_ms is not None
     assert abs(call.barge_in_stop_ms - stopped_ms) <= LATENCY_TOLERANCE_MS, (
-        call.barge_in_stop_ms, stopped_ms,
-    )  # fmt: skip
+        call.barge_in_stop_ms,
+        stopped_ms,
+    )
     # no latency for the greeting's turn is lost; the barge-in line ended with us quiet
     assert call.latencies_ms and abs(call.latencies_ms[0] - caller.response_ms[0]) <= 120
 

@@ -9,7 +9,7 @@ import pytest
 from tests.peers import Sipp
 
 from callfleet.telephony.carrier import DialRequest, DialResult, EndedBy, Outcome, TrunkTarget
-from callfleet.telephony.sip.carrier import SipCarrier
+from callfleet.telephony.sip_carrier import SipCarrier
 
 
 class RecordingEvents:
@@ -30,10 +30,13 @@ def _dial(
         carrier = SipCarrier()
         events = RecordingEvents()
         request = DialRequest(
-            call_id="c1", attempt=1, to_number="+1 555 0100", from_number="+15550199",
+            call_id="c1",
+            attempt=1,
+            to_number="+1 555 0100",
+            from_number="+15550199",
             trunk=TrunkTarget("127.0.0.1", sipp.port, username="alice", password="s3cret"),
             **fields,  # type: ignore[arg-type]
-        )  # fmt: skip
+        )
         if hangup_after_s is not None:
             asyncio.get_running_loop().call_later(hangup_after_s, request.hangup.set)
         try:
@@ -63,8 +66,10 @@ def test_answered_until_the_dispatcher_hangs_up(tmp_path: Path) -> None:
     with Sipp(tmp_path, "auth_early_dtmf.xml", pcaps=("dtmf_2833_1.pcap",)) as sipp:
         result, seen = _dial(sipp, hangup_after_s=1.5)
     assert (result.outcome, result.ended_by, result.sip_code) == (
-        Outcome.COMPLETED, EndedBy.ASSISTANT, 200,
-    )  # fmt: skip
+        Outcome.COMPLETED,
+        EndedBy.ASSISTANT,
+        200,
+    )
     assert seen == ["ringing", "answered"]
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from tests.peers import Peer, free_port_block, free_udp_port, require, wait_bound
 
 from callfleet.telephony.carrier import DialRequest, DialResult, EndedBy, Outcome, TrunkTarget
-from callfleet.telephony.sip.carrier import SipCarrier
+from callfleet.telephony.sip_carrier import SipCarrier
 
 KAMAILIO_DIR = Path(__file__).parent.parent / "kamailio"
 USER, PASSWORD = "alice", "s3cret"
@@ -62,6 +62,7 @@ class Kamailio(Peer):
         leftover = re.findall(r"@[A-Z_]+@", config)
         assert not leftover, f"unfilled placeholders in kamailio.cfg: {leftover}"
         (home / "kamailio.cfg").write_text(config)
+        # kamailio's flags stay beside their values (fmt: skip).
         argv = [
             binary, "-f", "kamailio.cfg", "-DD", "-E", "-Y", str(home / "run"),
             "-w", str(home), "-m", "32", "-M", "4",
@@ -93,6 +94,7 @@ class SippUas(Peer):
         home = tmp / "sipp"
         home.mkdir()
         shutil.copy(KAMAILIO_DIR / "uas_record_route.xml", home / "uas_record_route.xml")
+        # sipp's flags stay beside their values (fmt: skip).
         argv = [
             require("sipp"), "-sf", "uas_record_route.xml", "-i", "127.0.0.1",
             "-p", str(self.port), "-mi", "127.0.0.1", "-mp", str(media_port), "-rtp_echo",
@@ -139,10 +141,13 @@ def _place_call(port: int, password: str) -> tuple[DialResult, list[str], float]
     async def run() -> tuple[DialResult, list[str], float]:
         carrier = SipCarrier()
         request = DialRequest(
-            call_id="k1", attempt=1, to_number="+1 555 0100", from_number="+15550199",
+            call_id="k1",
+            attempt=1,
+            to_number="+1 555 0100",
+            from_number="+15550199",
             ring_timeout_s=5.0,
             trunk=TrunkTarget("127.0.0.1", port, username=USER, password=password),
-        )  # fmt: skip
+        )
         events = _Events(request, hangup_after_s=0.3)
         started = time.monotonic()
         try:
@@ -174,8 +179,10 @@ def test_call_through_kamailio_auth_and_record_route(tmp_path: Path) -> None:
         assert rc == 0, f"SIPp exit code {rc}{detail}"
 
         assert (result.outcome, result.ended_by, result.sip_code) == (
-            Outcome.COMPLETED, EndedBy.ASSISTANT, 200,
-        ), f"{result}{detail}"  # fmt: skip
+            Outcome.COMPLETED,
+            EndedBy.ASSISTANT,
+            200,
+        ), f"{result}{detail}"
         assert seen == ["ringing", "answered"]
 
         # 407 for the first INVITE, then the authenticated one is record-routed and relayed.

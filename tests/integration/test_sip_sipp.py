@@ -100,9 +100,11 @@ def test_auth_then_early_media_with_dtmf_before_answer(tmp_path: Path) -> None:
             digits: list[tuple[str, float]] = []
             rtp.on_dtmf = lambda d: digits.append((d, time.monotonic()))
             result = await client.invite(
-                _uri(sipp), media=rtp, ring_timeout_s=10,
+                _uri(sipp),
+                media=rtp,
+                ring_timeout_s=10,
                 credentials=Credentials("alice", "s3cret"),
-            )  # fmt: skip
+            )
             answered = time.monotonic()
             assert result.call is not None, result
             await asyncio.sleep(0.3)

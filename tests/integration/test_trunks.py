@@ -20,9 +20,15 @@ def test_trunk_crud_keeps_the_password_write_only_and_encrypted(server: Server) 
     with server.client(key) as client:
         resp = client.post(
             "/v1/trunks",
-            json={"name": "carrier-a", "host": "sip.example.net", "username": "acme",
-                  "password": "hunter2-secret", "cps": 2, "default": True},
-        )  # fmt: skip
+            json={
+                "name": "carrier-a",
+                "host": "sip.example.net",
+                "username": "acme",
+                "password": "hunter2-secret",
+                "cps": 2,
+                "default": True,
+            },
+        )
         assert resp.status_code == 200, resp.text
         trunk = resp.json()["trunk"]
         assert trunk["has_password"] is True
@@ -39,13 +45,16 @@ def test_trunk_crud_keeps_the_password_write_only_and_encrypted(server: Server) 
         busy = client.delete(f"/v1/trunks/{trunk['trunk_id']}")
         assert busy.status_code == 409 and "+12125550100" in busy.json()["message"]
 
-        bad = client.post("/v1/trunks", json={"name": "x", "host": "h", "port": 70000,
-                                               "transport": "sctp", "username": "u"})  # fmt: skip
+        bad = client.post(
+            "/v1/trunks",
+            json={"name": "x", "host": "h", "port": 70000, "transport": "sctp", "username": "u"},
+        )
         assert bad.status_code == 400
         fields = {e["field"] for e in bad.json()["errors"]}
         assert fields == {"port", "transport", "password"}
-        unknown = client.post("/v1/numbers", json={"phone_number": "+12125550111",
-                                                   "trunk_id": "nope"})  # fmt: skip
+        unknown = client.post(
+            "/v1/numbers", json={"phone_number": "+12125550111", "trunk_id": "nope"}
+        )
         assert unknown.status_code == 400
 
     with server.db.read() as conn:

@@ -537,3 +537,109 @@ def test_next_delay_bounds(attempt: int, scale: float, seed: int) -> None:
         base = RETRY_SCHEDULE[attempt - 1] * scale
         assert delay is not None
         assert base * 0.9 - 1e-9 <= delay <= base * 1.1 + 1e-9
+
+
+# --- the sender's manners: Retry-After and 410 Gone, against a real receiver and database ---
+
+
+async def _one_pass(db: Any, tmp_path: Path, database_url: str, receiver: Any) -> Any:
+    from callfleet.clock import utcnow
+    from callfleet.config import Settings
+    from callfleet.store.accounts import create_account
+    from callfleet.store.tables import webhook_deliveries
+    from callfleet.webhooks.outbox import enqueue_delivery
+    from callfleet.webhooks.sender import WebhookSender
+
+    settings = Settings(data_dir=tmp_path, database_url=database_url, webhook_allow_private=True)
+    with db.write() as conn:
+        account = create_account(conn, "hooks")
+        delivery_id = enqueue_delivery(
+            conn,
+            account_id=account.id,
+            event="call.completed",
+            url=receiver.url,
+            payload={"call_id": "c_1"},
+            call_id=None,
+            batch_id=None,
+            now=utcnow(),
+        )
+
+    def load() -> Any:
+        with db.read() as conn:
+            query = webhook_deliveries.select().where(webhook_deliveries.c.id == delivery_id)
+            return conn.execute(query).one()
+
+    sender = WebhookSender(db, settings)
+    started = utcnow()
+    await sender.start()  # its loop sends the due delivery at once
+    try:
+        deadline = time.monotonic() + 10
+        while (row := load()).attempts == 0:
+            assert time.monotonic() < deadline, "the sender made no attempt within 10 s"
+            await asyncio.sleep(0.02)
+    finally:
+        await sender.stop()
+    return row, started
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected_s"),
+    [("120", 120.0), ("http-date", 600.0), ("99999999", float(max(RETRY_SCHEDULE)))],
+)
+def test_retry_after_sets_the_next_attempt_bounded_by_the_schedule(
+    db: Any, tmp_path: Path, database_url: str, retry_after: str, expected_s: float
+) -> None:
+    from email.utils import format_datetime
+
+    if retry_after == "http-date":
+        at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=600)
+        retry_after = format_datetime(at, usegmt=True)
+
+    async def main() -> Any:
+        async with Receiver(status=503, reply_headers={"retry-after": retry_after}) as receiver:
+            result = await _one_pass(db, tmp_path, database_url, receiver)
+            assert len(receiver.requests) == 1
+            return result
+
+    row, started = asyncio.run(main())
+    assert row.state == "pending" and row.attempts == 1
+    waited = (row.next_attempt_at.replace(tzinfo=datetime.UTC) - started).total_seconds()
+    assert expected_s - 5 <= waited <= expected_s + 5, waited
+
+
+def test_410_gone_stops_retrying_the_delivery(db: Any, tmp_path: Path, database_url: str) -> None:
+    async def main() -> Any:
+        async with Receiver(status=410) as receiver:
+            result = await _one_pass(db, tmp_path, database_url, receiver)
+            assert len(receiver.requests) == 1
+            return result
+
+    row, _started = asyncio.run(main())
+    assert row.state == "failed"
+    assert row.next_attempt_at is None
+    assert row.last_status_code == 410
+    assert "410" in row.last_error and "gone" in row.last_error.lower()
+
+
+def test_a_failed_attempt_is_logged_without_the_urls_query_string(
+    db: Any, tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def main() -> Any:
+        async with Receiver(status=503) as receiver:
+            return await _one_pass(db, tmp_path, database_url, _WithQuery(receiver))
+
+    asyncio.run(main())
+    logged = capsys.readouterr()
+    assert "webhook attempt failed" in logged.out + logged.err
+    assert "hook-token" not in logged.out + logged.err
+
+
+@dataclass
+class _WithQuery:
+    """A receiver's URL with a token in its query string."""
+
+    receiver: Receiver
+
+    @property
+    def url(self) -> str:
+        return self.receiver.url + "?token=hook-token"

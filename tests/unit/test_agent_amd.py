@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import statistics
 
+from tests.support.speech_sets import amd_labelled_set, phone_channel
+
+from callfleet import synth
 from callfleet.agent.amd import AnsweringMachineDetector
-from callfleet.agent.testing import amd_labelled_set, phone_channel
-from callfleet.simulator import audio as synth
 from callfleet.telephony.carrier import AnsweredBy
 
 

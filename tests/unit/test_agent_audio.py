@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from callfleet import synth
 from callfleet.agent.call_audio import FRAME_BYTES, CallAudio
 from callfleet.agent.recording import StereoRecorder
 from callfleet.agent.resample import Upsampler2x
-from callfleet.simulator import audio as synth
 
 
 def test_read_gives_comfort_silence_when_idle_and_audio_frame_by_frame() -> None:

@@ -12,20 +12,14 @@ import wave
 from pathlib import Path
 
 import numpy as np
+from tests.support.openai_server import FakeOpenAIServer
+from tests.support.phone_line import Pause, PhoneLine, Say, WaitForAgent
 
+from callfleet import synth
 from callfleet.agent.call_audio import CallAudio
 from callfleet.agent.options import AgentOptions
 from callfleet.agent.session import AgentCall, AgentOutcome, PipecatAgent
-from callfleet.agent.testing import (
-    EnergyVAD,
-    FakeEngines,
-    FakeOpenAIServer,
-    Pause,
-    PhoneLine,
-    Say,
-    WaitForAgent,
-)
-from callfleet.simulator import audio as synth
+from callfleet.agent.testing import EnergyVAD, FakeEngines
 from callfleet.telephony.carrier import AnsweredBy, EndedBy
 
 SPEECH = synth.speech_like
@@ -81,6 +75,7 @@ def test_scripted_policy_speaks_first_then_its_lines_then_closes_and_records(
         closing_line="Thanks, goodbye.",
         record=True,
     )
+    # Laid out by hand (fmt: skip): one turn of the callee per line.
     callee = [
         WaitForAgent(quiet_s=0.3), Say(SPEECH(0.6, seed=1), "hi"),
         WaitForAgent(quiet_s=0.3), Say(SPEECH(0.6, seed=2), "yes"),
@@ -159,10 +154,12 @@ def test_llm_over_openai_protocol_is_interrupted_and_context_keeps_only_what_was
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
         engines = FakeEngines(
-            stt_lines=["Hello.", "Wait, stop."], llm_base_url=server.base_url,
+            stt_lines=["Hello.", "Wait, stop."],
+            llm_base_url=server.base_url,
             seconds_per_word=0.25,
-        )  # fmt: skip
+        )
         options = AgentOptions(prompt="You sell roofs.", wait_for_greeting=True)
+        # Laid out by hand (fmt: skip): one moment of the call per line.
         callee = [
             Pause(0.3), Say(SPEECH(0.5, seed=5), "hello"),
             Pause(2.2),  # the agent is a second into its long reply
@@ -207,9 +204,11 @@ def test_hangup_from_outside_stops_the_agent_promptly() -> None:
 def test_voicemail_leave_message_waits_for_the_beep() -> None:
     engines = FakeEngines(seconds_per_word=0.15)
     options = AgentOptions(
-        first_sentence="Hi there.", wait_for_greeting=True,
-        voicemail_action="leave_message", voicemail_message="Please call Acme back.",
-    )  # fmt: skip
+        first_sentence="Hi there.",
+        wait_for_greeting=True,
+        voicemail_action="leave_message",
+        voicemail_message="Please call Acme back.",
+    )
     greeting = synth.voicemail_greeting(2.6)
     callee = [Pause(0.3), Say(greeting, "greeting"), Say(synth.beep(0.5), "beep"), Pause(4.0)]
     outcome, line = converse(engines, options, callee, linger_s=0.5)
@@ -243,11 +242,49 @@ def test_a_hello_over_the_opening_gets_the_opening_said_again_and_transcribed() 
     )
     options = AgentOptions(first_sentence="Hi, this is Alex from Acme, about your order.")
     outcome, _ = converse(
-        engines, options,
-        [Pause(0.3), Say(SPEECH(1.2, seed=1), "Hello?"), WaitForAgent(quiet_s=0.6),
-         Say(SPEECH(1.0, seed=2), "Yes, go on.")],
-    )  # fmt: skip
+        engines,
+        options,
+        [
+            Pause(0.3),
+            Say(SPEECH(1.2, seed=1), "Hello?"),
+            WaitForAgent(quiet_s=0.6),
+            Say(SPEECH(1.0, seed=2), "Yes, go on."),
+        ],
+    )
     said = [(t.user, t.text) for t in outcome.transcript if t.user != "robot"]
     assert ("assistant", "Hi, this is Alex from Acme, about your order.") in said, said
     first_user = said.index(("user", "Hello?"))
     assert said[first_user + 1][0] == "assistant", said
+
+
+def test_a_hello_is_answered_at_once_and_machine_words_after_it_switch_to_the_message() -> None:
+    """ "Hello?" ... "I can't come to the phone, leave a message": the agent answers the
+    hello without waiting for detection, then the words that follow turn the verdict
+    to voicemail and it leaves its message instead of carrying on."""
+    engines = FakeEngines(
+        stt_lines=["Hello?", "Sorry, I can't come to the phone, please leave a message."],
+        seconds_per_word=0.15,
+    )
+    options = AgentOptions(
+        first_sentence="Hi, this is Alex from Acme Dental calling about your appointment.",
+        wait_for_greeting=True,
+        answered_by_enabled=True,
+        voicemail_action="leave_message",
+        voicemail_message="Please call Acme back.",
+    )
+    callee = [
+        Pause(0.3),
+        Say(SPEECH(0.5, seed=4), "hello"),
+        Pause(0.9),
+        Say(SPEECH(2.5, seed=5), "the machine's greeting"),
+        Pause(5.0),
+    ]
+    outcome, line = converse(engines, options, callee, linger_s=0.5)
+
+    spoken = [text for tts in engines.ttss for text in tts.spoken]
+    assert spoken[0] == options.first_sentence, spoken  # the hello was answered
+    assert spoken[-1] == "Please call Acme back.", spoken
+    assert line.agent_onsets and min(line.agent_onsets) < 0.3 + 0.5 + 0.9 + 0.5
+    assert outcome.answered_by is AnsweredBy.VOICEMAIL
+    assert outcome.amd is not None and "machine words" in outcome.amd.reason
+    assert outcome.ended_by is EndedBy.ASSISTANT

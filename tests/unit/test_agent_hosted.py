@@ -84,9 +84,12 @@ def test_unknown_providers_are_refused_at_start_up() -> None:
 
 def test_settings_feed_the_hosted_providers() -> None:
     settings = Settings(
-        stt_provider="openai", tts_provider="cartesia", openai_api_key="k1",
-        cartesia_api_key="k2", llm_base_url="http://127.0.0.1:9/v1",
-    )  # fmt: skip
+        stt_provider="openai",
+        tts_provider="cartesia",
+        openai_api_key="k1",
+        cartesia_api_key="k2",
+        llm_base_url="http://127.0.0.1:9/v1",
+    )
     extra = settings.speech_provider_extra
     assert extra["openai_base_url"] == "http://127.0.0.1:9/v1"  # falls back to the LLM's
     engines = LocalEngines(ProviderSettings(stt="openai", tts="cartesia", extra=extra))
@@ -101,9 +104,14 @@ class _Transcriber(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["content-length"]))
         self.seen.append(
-            {"path": self.path, "auth": self.headers.get("authorization"), "bytes": len(body),
-             "has_wav": b"RIFF" in body, "model": b"gpt-4o-mini-transcribe" in body}
-        )  # fmt: skip
+            {
+                "path": self.path,
+                "auth": self.headers.get("authorization"),
+                "bytes": len(body),
+                "has_wav": b"RIFF" in body,
+                "model": b"gpt-4o-mini-transcribe" in body,
+            }
+        )
         payload = json.dumps({"text": "Yes, Tuesday works for me."}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")

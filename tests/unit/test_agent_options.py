@@ -21,15 +21,24 @@ from callfleet.agent.providers.utterance_tts import apply_pronunciation, speakab
 
 
 def test_options_from_call_fields() -> None:
-    options = AgentOptions.from_params({
-        "task": "Sell roofs.", "request_data": {"name": "Dana"},
-        "first_sentence": "Hi Dana.", "wait_for_greeting": True,
-        "interruption_threshold": 500.0, "temperature": 0.2, "record": True,
-        "script": ["One?", "Two?"], "voicemail_action": "leave_message",
-        "voicemail_message": "Call us.", "keywords": ["Acme"], "language": "en-US",
-        "pronunciation_guide": [{"word": "Acme", "pronunciation": "Ack me"}],
-        "unknown_field": 1,
-    })  # fmt: skip
+    options = AgentOptions.from_params(
+        {
+            "task": "Sell roofs.",
+            "request_data": {"name": "Dana"},
+            "first_sentence": "Hi Dana.",
+            "wait_for_greeting": True,
+            "interruption_threshold": 500.0,
+            "temperature": 0.2,
+            "record": True,
+            "script": ["One?", "Two?"],
+            "voicemail_action": "leave_message",
+            "voicemail_message": "Call us.",
+            "keywords": ["Acme"],
+            "language": "en-US",
+            "pronunciation_guide": [{"word": "Acme", "pronunciation": "Ack me"}],
+            "unknown_field": 1,
+        }
+    )
     assert options.prompt == "Sell roofs.\n\nFacts about this call:\n- name: Dana"
     assert options.first_sentence == "Hi Dana." and options.wait_for_greeting
     assert options.speech_timeout_s == pytest.approx(0.7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callfleet.simulator import audio
+from callfleet import synth as audio
 from callfleet.simulator.sip_server import SimulatorConfig, normalise_number
 
 FRAME = audio.FRAME_BYTES

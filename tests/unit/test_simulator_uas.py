@@ -32,10 +32,18 @@ BUSY = "+12125550160"
 
 def _sdp(port: int, codecs: str = "0 8 101") -> bytes:
     lines = [
-        "v=0", "o=peer 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
-        f"m=audio {port} RTP/AVP {codecs}", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
-        "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16", "a=sendrecv",
-    ]  # fmt: skip
+        "v=0",
+        "o=peer 1 1 IN IP4 127.0.0.1",
+        "s=-",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {codecs}",
+        "a=rtpmap:0 PCMU/8000",
+        "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:101 telephone-event/8000",
+        "a=fmtp:101 0-16",
+        "a=sendrecv",
+    ]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -326,8 +334,16 @@ def test_requests_inside_the_call() -> None:
             call = sim.calls[peer.call_id]
             assert call.dtmf == ["5"]
             assert call.requests == [
-                "ACK", "INVITE", "ACK", "UPDATE", "INVITE", "ACK", "OPTIONS", "INFO", "BYE",
-            ]  # fmt: skip
+                "ACK",
+                "INVITE",
+                "ACK",
+                "UPDATE",
+                "INVITE",
+                "ACK",
+                "OPTIONS",
+                "INFO",
+                "BYE",
+            ]
             assert call.ended_by == "caller"
             await sim.wait_idle(1.0)
         finally:

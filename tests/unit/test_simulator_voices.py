@@ -1,4 +1,4 @@
-"""The simulated people's voices: resampling, espeak-ng renders, and turn taking.
+"""The simulated people's voices: resampling, Piper renders and their cache, and turn taking.
 
 `Conversation` is driven here tick by tick with a fake clock, the way an RTP
 session calls it (`read()` then `hear()` every 20 ms), against a scripted caller
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from callfleet import synth as audio
 from callfleet.agent.amd import AnsweringMachineDetector
-from callfleet.simulator import audio, voices
+from callfleet.simulator import voices
 from callfleet.simulator.rules import BARGE_IN_LINE, Behaviour, Persona, persona_for
 from callfleet.telephony.carrier import AnsweredBy
 
@@ -24,7 +25,9 @@ TICK = 0.02
 LOUD = audio.tone(300.0, TICK, level=0.2)  # one frame of "speech"
 QUIET = bytes(FRAME)
 
-needs_espeak = pytest.mark.skipif(not voices.espeak_available(), reason="espeak-ng not installed")
+needs_piper = pytest.mark.skipif(
+    not voices.engine().startswith("piper"), reason="Piper or its voice is not installed"
+)
 
 
 def _sine(freq: float, rate: int, seconds: float = 1.0) -> np.ndarray:
@@ -84,20 +87,64 @@ def _level_dbfs(frame: bytes) -> float:
     return 20 * math.log10(audio.rms(frame) + 1e-9)
 
 
-@needs_espeak
-def test_render_is_trimmed_phone_audio_and_cached() -> None:
+@needs_piper
+def test_render_is_trimmed_phone_audio_and_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(voices, "_cache_dir", tmp_path / "data")
+    monkeypatch.setattr(voices, "_machine_dir", tmp_path / "machine")
+    monkeypatch.setattr(voices, "_cache", type(voices._cache)())
     pcm = voices.render("Hello, this is Dana.")
     assert len(pcm) % FRAME == 0
     assert 0.9 < len(pcm) / (2 * audio.SAMPLE_RATE) < 2.0
     assert _level_dbfs(pcm[:FRAME]) > -50 and _level_dbfs(pcm[-FRAME:]) > -50  # trimmed
     assert max(abs(s) for s in np.frombuffer(pcm, "<i2")) <= 0.61 * 32768  # levelled
-    assert voices.render("Hello, this is Dana.") is pcm
-    assert voices.render("Hello, this is Dana.", "en-us+f3") != pcm
+    assert voices.render("Hello, this is Dana.") is pcm  # the process's cache
+    assert voices.render("Hello, this is Dana.", "joe-high") != pcm
+    for folder in ("data", "machine"):  # one file per (text, voice) in each
+        assert len(list((tmp_path / folder).glob("*.pcm"))) == 2
 
 
-def test_without_espeak_lines_become_speech_like_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(voices, "_espeak", lambda: None)
-    pcm = voices.render("one two three four five six seven eight nine ten", "no-espeak")
+@needs_piper
+def test_a_line_is_synthesised_once_per_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new process (an empty in-process cache) reads the cache directory, and runs
+    no Piper, even with a new data directory (the machine's cache has the line); a
+    render is deterministic, so the cached file is what Piper would say."""
+    monkeypatch.setattr(voices, "_cache_dir", tmp_path / "data")
+    monkeypatch.setattr(voices, "_machine_dir", tmp_path / "machine")
+    monkeypatch.setattr(voices, "_cache", type(voices._cache)())
+    lines = ["Sure, Tuesday afternoon works for me.", "I see. How much would that cost?"]
+    first = voices.render_all(lines, "joe-high")
+    monkeypatch.setattr(voices, "_cache", type(voices._cache)())
+    runs: list[int] = []
+    monkeypatch.setattr(voices, "_piper", lambda texts, voice: runs.append(1) or {})
+    assert voices.in_cache(lines[0], "joe-high")
+    assert voices.render_all(lines, "joe-high") == first
+    monkeypatch.setattr(voices, "_cache_dir", tmp_path / "another-data-dir")
+    monkeypatch.setattr(voices, "_cache", type(voices._cache)())
+    assert voices.render_all(lines, "joe-high") == first
+    assert runs == []
+    assert len(list((tmp_path / "another-data-dir").glob("*.pcm"))) == 2  # copied there
+    monkeypatch.undo()
+    monkeypatch.setattr(voices, "_cache_dir", None)
+    monkeypatch.setattr(voices, "_machine_dir", None)
+    monkeypatch.setattr(voices, "_cache", type(voices._cache)())
+    assert voices.render(lines[1], "joe-high") == first[lines[1]]  # same audio, fresh run
+
+
+def test_an_unknown_voice_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown voice 'en-us'"):
+        voices.render("Hello.", "en-us")
+
+
+def test_without_piper_or_espeak_lines_become_speech_like_noise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(voices, "engine", lambda: "noise")
+    monkeypatch.setattr(voices, "_cache", type(voices._cache)())
+    pcm = voices.render("one two three four five six seven eight nine ten")
     assert 3.0 < len(pcm) / (2 * audio.SAMPLE_RATE) < 3.5  # ~0.32 s a word
     assert audio.rms(pcm) > 0.02
 
@@ -108,13 +155,16 @@ def _amd(pcm: bytes) -> AnsweredBy | None:
     return detector.answered_by
 
 
-@needs_espeak
+@needs_piper
 def test_greetings_are_told_apart_by_the_agents_detector() -> None:
     """People greet in under 2 s and wait; machines talk for longer than 3 s."""
     personas = [persona_for(f"+1212555{100 + xx:04d}") for xx in range(60)]
     spoken = [(xx, p) for xx, p in enumerate(personas) if p.greeting]
-    with ThreadPoolExecutor(4) as pool:
-        pcms = list(pool.map(lambda item: voices.render(item[1].greeting, item[1].voice), spoken))
+    rendered: dict[tuple[str, str], bytes] = {}
+    for voice in {p.voice for _, p in spoken}:
+        texts = [p.greeting for _, p in spoken if p.voice == voice]
+        rendered |= {(t, voice): pcm for t, pcm in voices.render_all(texts, voice).items()}
+    pcms = [rendered[(p.greeting, p.voice)] for _, p in spoken]
     for (xx, persona), pcm in zip(spoken, pcms, strict=True):
         seconds = len(pcm) / (2 * audio.SAMPLE_RATE)
         human = persona.behaviour is Behaviour.HUMAN
@@ -130,8 +180,11 @@ def test_personas_follow_the_number_table() -> None:
 
     dana = persona_for("+12125550100")
     assert (dana.name, dana.greeting, len(dana.lines), dana.barge_in) == (
-        "Dana", "Hello, this is Dana.", 3, None,
-    )  # fmt: skip
+        "Dana",
+        "Hello, this is Dana.",
+        3,
+        None,
+    )
     assert at(0) == dana  # any area code, same person
     assert all(at(xx).barge_in == BARGE_IN_LINE for xx in range(30, 35))
     silent = [at(xx) for xx in range(35, 40)]
@@ -333,3 +386,27 @@ def test_under_way_without_a_word_from_the_caller() -> None:
     assert not voices.Conversation(None, clock=clock).under_way(2.0)  # a silent person
     conversation.hush()
     assert not conversation.under_way(2.0)
+
+
+def test_people_at_28_and_29_pause_mid_sentence() -> None:
+    from callfleet.simulator.rules import spoken_parts
+    from callfleet.simulator.script import utterance
+
+    for xx in (28, 29):
+        persona = persona_for(f"+1212555{100 + xx:04d}")
+        assert (
+            persona.behaviour is Behaviour.HUMAN and persona.greeting and persona.barge_in is None
+        )
+        for line in persona.lines:
+            parts = spoken_parts(line)
+            pauses = [p for p in parts if isinstance(p, float)]
+            assert pauses and all(0.4 <= p <= 0.8 for p in pauses), line
+            rendered = {p: voices.render(p, persona.voice) for p in parts if isinstance(p, str)}
+            said = utterance(line, rendered)
+            assert "[" not in said.text
+            words = sum(len(pcm) for pcm in rendered.values())
+            assert len(said.pcm) == words + round(sum(pauses) * audio.SAMPLE_RATE) * 2
+        # the rest of the people's range is unchanged
+    assert not any(
+        "[" in line for xx in range(28) for line in persona_for(f"+1212555{100 + xx:04d}").lines
+    )

@@ -81,9 +81,14 @@ class Peer(asyncio.DatagramProtocol):
         self.transport.sendto(data, self.client_addr)
 
     def reply(
-        self, request: SipRequest, status: int, reason: str, *extra: tuple[str, str],
-        tag: str | None = "uas1", body: bytes = b"",
-    ) -> SipResponse:  # fmt: skip
+        self,
+        request: SipRequest,
+        status: int,
+        reason: str,
+        *extra: tuple[str, str],
+        tag: str | None = "uas1",
+        body: bytes = b"",
+    ) -> SipResponse:
         h = Headers()
         for via in request.headers.get_all("Via"):
             h.add("Via", via)
@@ -102,9 +107,15 @@ class Peer(asyncio.DatagramProtocol):
         return response
 
     def request(
-        self, invite: SipRequest, method: str, cseq: int, *extra: tuple[str, str],
-        tag: str = "uas1", to_tag: str | None = None, body: bytes = b"",
-    ) -> None:  # fmt: skip
+        self,
+        invite: SipRequest,
+        method: str,
+        cseq: int,
+        *extra: tuple[str, str],
+        tag: str = "uas1",
+        to_tag: str | None = None,
+        body: bytes = b"",
+    ) -> None:
         h = Headers()
         h.add("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bKp{method}{cseq}")
         h.add("From", f"<sip:uas@127.0.0.1>;tag={tag}")
@@ -187,8 +198,12 @@ def test_407_then_422_then_answer() -> None:
         creds = Credentials("ai", "s3cret")
         task = asyncio.create_task(client.invite(_uri(peer), media=media, credentials=creds))
         first = await peer.expect("INVITE")
-        peer.reply(first, 407, "Proxy Authentication Required",
-                   ("Proxy-Authenticate", 'Digest realm="p", nonce="abc", qop="auth"'))  # fmt: skip
+        peer.reply(
+            first,
+            407,
+            "Proxy Authentication Required",
+            ("Proxy-Authenticate", 'Digest realm="p", nonce="abc", qop="auth"'),
+        )
         assert (await peer.expect("ACK")).top_via.branch == first.top_via.branch
         second = await peer.expect("INVITE")
         assert second.cseq[0] == first.cseq[0] + 1 and second.call_id == first.call_id
@@ -221,8 +236,9 @@ def test_second_challenge_for_same_realm_fails() -> None:
         )
         for _ in range(2):
             invite = await peer.expect("INVITE")
-            peer.reply(invite, 401, "Unauthorized",
-                       ("WWW-Authenticate", 'Digest realm="r", nonce="n"'))  # fmt: skip
+            peer.reply(
+                invite, 401, "Unauthorized", ("WWW-Authenticate", 'Digest realm="r", nonce="n"')
+            )
         result = await task
         assert result.status == 401 and result.call is None
 
@@ -241,7 +257,7 @@ def test_refer_transfer_and_peer_hold_via_update() -> None:
         response = await peer.expect_response()
         assert response.status == 200 and b"a=inactive" in response.body
         assert media.applied[-1].remote_direction == "inactive"
-        transfer = asyncio.create_task(call.transfer("sip:agent@example.com"))
+        transfer = asyncio.create_task(call.refer("sip:agent@example.com", timeout_s=30.0))
         refer = await peer.expect("REFER")
         assert refer.headers.get("Refer-To") == "<sip:agent@example.com>"
         peer.reply(refer, 202, "Accepted")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from callfleet.telephony.sip.errors import SipParseError
-from callfleet.telephony.sip.message import SipRequest, SipResponse, parse_message
+from callfleet.telephony.sip.message import (
+    SipRequest,
+    SipResponse,
+    UnsafeHeaderValue,
+    parse_message,
+)
 from callfleet.telephony.sip.uri import parse_name_addr, parse_uri, parse_via, split_header_list
 
 INVITE = (
@@ -119,3 +124,23 @@ def test_uri_and_name_addr_parsing() -> None:
     for bad in ("http://x", "sip:", "sip:a@h:99999", "sip:a@h:port"):
         with pytest.raises(SipParseError):
             parse_uri(bad)
+
+
+@pytest.mark.parametrize(
+    ("uri", "name", "value"),
+    [
+        ("sip:bob@example.com", "From", "<sip:a@example.net\r\nSET pwned 1>"),
+        ("sip:bob@example.com", "X-Call", "id\nEvil: 1"),
+        ("sip:bob@example.com", "X-Call", "id\x00"),
+        ("sip:bob@example.com\r\nEvil: 1", "X-Call", "id"),
+    ],
+)
+def test_serialiser_refuses_line_breaks_in_the_uri_and_header_values(
+    uri: str, name: str, value: str
+) -> None:
+    msg = parse_message(INVITE)
+    assert isinstance(msg, SipRequest)
+    msg.uri = uri
+    msg.headers.set(name, value)
+    with pytest.raises(UnsafeHeaderValue, match="CR or LF"):
+        msg.to_bytes()

@@ -79,12 +79,20 @@ def test_sdp_errors() -> None:
 
 
 def test_rfc2617_md5_example() -> None:
-    challenge = Challenge("testrealm@host.com", "dcd98b7102dd2f0e8b11d0f600bfb0c093", "MD5",
-                          ("auth",), "5ccc069c403ebaf9f0171e9517f40e41")  # fmt: skip
+    challenge = Challenge(
+        "testrealm@host.com",
+        "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+        "MD5",
+        ("auth",),
+        "5ccc069c403ebaf9f0171e9517f40e41",
+    )
     header = build_authorization(
-        challenge, Credentials("Mufasa", "Circle Of Life"), method="GET",
-        uri="/dir/index.html", cnonce="0a4f113b",
-    )  # fmt: skip
+        challenge,
+        Credentials("Mufasa", "Circle Of Life"),
+        method="GET",
+        uri="/dir/index.html",
+        cnonce="0a4f113b",
+    )
     assert 'response="6629fae49393a05397450978507c4ef1"' in header
     assert "nc=00000001" in header and 'opaque="5ccc069c403ebaf9f0171e9517f40e41"' in header
 
@@ -103,16 +111,20 @@ def test_rfc7616_examples(algorithm: str, expected: str) -> None:
         'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
     )
     header = build_authorization(
-        parse_challenge(value), Credentials("Mufasa", "Circle of Life"), method="GET",
-        uri="/dir/index.html", cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
-    )  # fmt: skip
+        parse_challenge(value),
+        Credentials("Mufasa", "Circle of Life"),
+        method="GET",
+        uri="/dir/index.html",
+        cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+    )
     assert f'response="{expected}"' in header
 
 
 def test_sess_variant_hashes_nonce_and_cnonce_into_ha1() -> None:
     c = parse_challenge('Digest realm="r", nonce="n", algorithm=SHA-256-sess, qop="auth"')
-    header = build_authorization(c, Credentials("u", "p"), method="INVITE", uri="sip:x",
-                                 cnonce="cn")  # fmt: skip
+    header = build_authorization(
+        c, Credentials("u", "p"), method="INVITE", uri="sip:x", cnonce="cn"
+    )
 
     def h(s: str) -> str:
         return hashlib.sha256(s.encode()).hexdigest()

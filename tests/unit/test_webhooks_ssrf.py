@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from callfleet.webhooks import ssrf
-from callfleet.webhooks.ssrf import (
+from callfleet.net import ssrf
+from callfleet.net.ssrf import (
     InvalidWebhookUrl,
     UnresolvableTarget,
     UnsafeTarget,
@@ -333,3 +333,24 @@ def test_slow_resolver_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(UnresolvableTarget, match="did not resolve within"):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("address", "fragment"),
+    [
+        ("192.0.0.192", "metadata"),  # Oracle Cloud
+        ("168.63.129.16", "metadata"),  # Azure's wire server
+        ("fe80::a9fe:a9fe", "metadata"),  # 169.254.169.254 as an IPv6 link-local
+        ("169.254.0.1", "link-local"),
+        ("169.254.10.20", "link-local"),
+        ("169.254.255.254", "link-local"),
+        ("::ffff:169.254.7.7", "link-local"),
+    ],
+)
+def test_metadata_ranges_stay_refused_when_private_is_allowed(address: str, fragment: str) -> None:
+    reason = unsafe_reason(ipaddress.ip_address(address), allow_private=True)
+    assert reason is not None
+    assert fragment in reason
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(UnsafeTarget, match="always refused"):
+        check(f"http://{host}/hook", allow_private=True)

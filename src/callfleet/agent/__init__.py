@@ -13,10 +13,12 @@ How a carrier uses it, once per process and once per answered call:
 Modules: `call_audio` (the RTP meeting point), `transport` (pipecat transport over
 it), `session` (`PipecatAgent`, `AgentCall`, `AgentOutcome`, `CallMedia`),
 `controller` (opening and voicemail), `amd` (answering-machine detection),
-`recording`, `options`, `engines` and `providers/` (STT, TTS, LLM), `models`
-(pinned model packages and their SHA-256), `testing` (fakes), `analysis`
-(post-call questions). Names are imported lazily: `import callfleet.agent` does not
-import pipecat (about 2 s and 100 MB), only using an agent does.
+`recording`, `resample`, `options`, `engines` and `providers/` (STT, TTS, LLM),
+`runtime` (`AgentRuntime`: the engines loaded in the background at start-up),
+`models` (pinned model packages and their SHA-256), `testing` (fakes for the
+agent's neighbours' tests), `analysis` (post-call questions). Names are imported
+lazily: `import callfleet.agent` does not import pipecat (about 2 s and 100 MB),
+only using an agent does.
 """
 
 from __future__ import annotations

@@ -14,6 +14,25 @@ Two detectors share one pass over the callee's 20 ms frames (8 kHz 16-bit PCM):
   1 kHz) for at least `beep_min_s` means voicemail whatever was decided before;
   `beep_ended_at_s` says when it stopped, which is when a message may start.
 
+- **The words.** With `hears_words`, the call's speech-to-text hands each stretch of
+  the greeting to `hear(text)`. A machine's greeting says what it is ("leave a
+  message", "after the tone", "not available", "can't come to the phone", "you've
+  reached"); a person's says who is there ("speaking", "how can I help", "who's
+  calling", a question). Machine words win over person words. Words decide as
+  soon as they come, and while they may still come a long greeting is not taken
+  for a machine by its length alone: a person who answers "Good morning, Harper
+  and Finch, Rebecca speaking, how can I help you?" talks for four seconds. A long
+  greeting whose words (`words_grace_s` after it fell silent) name no machine is a
+  person's: machines say what they are, and hanging up on a person costs more than
+  a message left on a machine (if the words come later still, or a beep, the
+  verdict is revised). Only a greeting that runs `max_wordless_greeting_s` without
+  a pause is a machine by length.
+- **Keeps deciding.** A human verdict is not final: a beep, or machine words heard
+  in the greeting's first `revise_within_s` ("Hello? ... Ha, gotcha, leave a
+  message"), revise it to voicemail (`revised`), and `feed`/`hear` return the
+  revision so the agent, which may already be answering the "Hello?", switches to
+  the voicemail action.
+
 Nothing heard for `initial_silence_s`, or no decision by `max_analysis_s` (noise,
 mumbling), gives `unknown`. The verdict never waits for more than the greeting
 plus its trailing silence, which is about when the agent's end-of-turn detector
@@ -23,6 +42,7 @@ would let it speak anyway, so detection does not delay the agent's first words.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -30,7 +50,7 @@ import numpy as np
 
 from callfleet.telephony.carrier import AnsweredBy
 
-__all__ = ["AmdConfig", "AmdVerdict", "AnsweringMachineDetector"]
+__all__ = ["AmdConfig", "AmdVerdict", "AnsweringMachineDetector", "words_say"]
 
 _RATE = 8000
 _FRAME = 160
@@ -56,6 +76,43 @@ class AmdConfig:
     beep_min_dbfs: float = -40.0
     beep_min_s: float = 0.12
     beep_drift_hz: float = 40.0
+    words_grace_s: float = 1.5
+    """With words: how long after a long greeting fell silent its words may still come."""
+    max_wordless_greeting_s: float = 10.0
+    """With words: a greeting still going this long (its words come when it pauses) is a
+    machine's."""
+    revise_within_s: float = 15.0
+    """Machine words heard this long after answer still turn a human verdict to voicemail."""
+
+
+_MACHINE_WORDS = re.compile(
+    r"leave (me )?(a |your |an? )?(brief |short |detailed )?(message|voicemail|name)"
+    r"|after the (tone|beep)|at the (tone|beep)|record your message|finished recording"
+    r"|voice ?mail|mail ?box|answering machine|messaging system"
+    r"|(not|un) ?available|can(no|')?t (come to|get to|answer|take)|cannot (come|take|answer)"
+    r"|unable to (take|answer)|(missed|miss) your call|you('ve| have) reached"
+    r"|(call|ring) you back|get back to you|return your call|call back during"
+    r"|(away from|not at) (my|the) (desk|phone)|out of the office|(we are|we're|office is)"
+    r" (currently )?closed|business hours|not (in|home|here) (right now|at the moment)"
+    r"|nobody('s| is) home|you know what to do|state your name|press pound|please leave"
+    r"|(?<!take a )(?<!take the )\bmessage\b",
+)
+_PERSON_WORDS = re.compile(
+    r"\bspeaking\b|how (can|may) i help|what can i (do|help)|can i help|help you"
+    r"|who('s| is) (this|calling|it)|who am i speaking|go ahead|\b\w+ here\b"
+    r"|can you hear me|are you (there|calling|looking)|hold (on|for)|hang on|\?"
+)
+
+
+def words_say(text: str) -> AnsweredBy | None:
+    """What a greeting's words say: VOICEMAIL for a machine's words (they win), HUMAN for
+    a person's, None when they say neither."""
+    lowered = " ".join(text.lower().replace("’", "'").split())
+    if _MACHINE_WORDS.search(lowered):
+        return AnsweredBy.VOICEMAIL
+    if _PERSON_WORDS.search(lowered):
+        return AnsweredBy.HUMAN
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,11 +124,19 @@ class AmdVerdict:
 
 
 class AnsweringMachineDetector:
-    """Feed the callee's audio from the moment of answer; read `verdict`."""
+    """Feed the callee's audio from the moment of answer (and, with `hears_words`, the
+    words of the greeting to `hear`); read `answered_by`."""
 
-    def __init__(self, config: AmdConfig | None = None) -> None:
+    def __init__(self, config: AmdConfig | None = None, *, hears_words: bool = False) -> None:
         self.config = config or AmdConfig()
+        self.hears_words = hears_words
         self.verdict: AmdVerdict | None = None
+        """The first verdict."""
+        self.revised: AmdVerdict | None = None
+        """A human verdict turned to voicemail by words heard later."""
+        self.words = ""
+        """What the speech-to-text heard of the greeting so far."""
+        self._long_greeting_end: float | None = None
         self.beep_started_at_s: float | None = None
         self.beep_ended_at_s: float | None = None
         self.beep_hz: float | None = None
@@ -105,7 +170,7 @@ class AnsweringMachineDetector:
     @property
     def answered_by(self) -> AnsweredBy | None:
         """The verdict, upgraded to voicemail if a beep was heard after it."""
-        if self.beep_started_at_s is not None:
+        if self.beep_started_at_s is not None or self.revised is not None:
             return AnsweredBy.VOICEMAIL
         return self.verdict.answered_by if self.verdict is not None else None
 
@@ -119,18 +184,45 @@ class AnsweringMachineDetector:
         return self.beep_started_at_s is not None and self.beep_ended_at_s is None
 
     def feed(self, pcm: bytes) -> AmdVerdict | None:
-        """Analyse more audio; returns the verdict on the call that first reaches it."""
+        """Analyse more audio; returns the verdict, or its revision to voicemail (a beep
+        after a human verdict), on the call that first reaches it."""
         data = self._pending + pcm
         usable = len(data) - len(data) % (2 * _FRAME)
         self._pending = data[usable:]
         decided: AmdVerdict | None = None
         for offset in range(0, usable, 2 * _FRAME):
             frame = np.frombuffer(data[offset : offset + 2 * _FRAME], dtype="<i2")
-            before = self.verdict
+            before, revised = self.verdict, self.revised
             self._frame(frame.astype(np.float64))
             if before is None and self.verdict is not None:
                 decided = self.verdict
+            elif revised is None and self.revised is not None:
+                decided = self.revised
         return decided
+
+    def hear(self, text: str) -> AmdVerdict | None:
+        """Words the speech-to-text heard from the callee; returns the verdict (or the
+        revision to voicemail) they brought, if any."""
+        if not text.strip() or self.elapsed_s > self.config.revise_within_s:
+            return None
+        self.words = f"{self.words} {text.strip()}".strip()
+        said = words_say(self.words)
+        if said is None:
+            return None
+        if self.verdict is None:
+            self._set(said, f"the greeting's words ({self.words[:80]!r})")
+            return self.verdict
+        if (
+            said is AnsweredBy.VOICEMAIL
+            and self.verdict.answered_by is not AnsweredBy.VOICEMAIL
+            and self.revised is None
+        ):
+            reason = (
+                f"machine words after a {self.verdict.answered_by} verdict ({self.words[:80]!r})"
+            )
+            self.revised = AmdVerdict(AnsweredBy.VOICEMAIL, round(self.elapsed_s, 3), reason)
+            return self.revised
+        return None
 
     # -- one 20 ms frame -------------------------------------------------------------
 
@@ -179,6 +271,7 @@ class AnsweringMachineDetector:
                 self.beep_started_at_s = self._tone_start
                 self.beep_hz = self._tone_hz
                 self._set(AnsweredBy.VOICEMAIL, f"beep at {self._tone_hz:.0f} Hz")
+                self._revise(f"beep at {self._tone_hz:.0f} Hz")
             return
         if self.beep_playing:
             self.beep_ended_at_s = now - _FRAME_S
@@ -194,21 +287,42 @@ class AnsweringMachineDetector:
                 self._active * _FRAME_S >= cfg.min_utterance_s
                 and self._voiced >= cfg.min_voiced_fraction * self._active
             )
+            length = self._last_active - start
             if now - self._last_active >= cfg.after_greeting_silence_s:
                 self._speech_start = None
                 if speechlike:
                     self.last_speech_end_s = self._last_active
-                    length = self._last_active - start
                     if length <= cfg.max_human_greeting_s:
                         self._set(AnsweredBy.HUMAN, f"greeting of {length:.1f}s then silence")
-            elif self._last_active - start > cfg.max_human_greeting_s and speechlike:
-                self._set(AnsweredBy.VOICEMAIL, f"greeting longer than {cfg.max_human_greeting_s}s")
+                    elif self.hears_words and self._long_greeting_end is None:
+                        self._long_greeting_end = self._last_active  # its words may follow
+            elif speechlike and length > self._longest_greeting():
+                self._set(AnsweredBy.VOICEMAIL, f"greeting longer than {self._longest_greeting()}s")
+        waited = self._long_greeting_end
+        if waited is not None and now - waited >= cfg.words_grace_s:
+            # A machine says what it is; hanging up on a person costs more. Words late
+            # (a busy machine) or a beep still turn this to voicemail.
+            self._set(AnsweredBy.HUMAN, "a long greeting without a machine's words")
         if self.verdict is None:
             heard_nothing = start is None and self.last_speech_end_s is None
             if heard_nothing and now >= cfg.initial_silence_s:
                 self._set(AnsweredBy.UNKNOWN, "no speech")
-            elif now >= cfg.max_analysis_s:
+            elif now >= cfg.max_analysis_s and not (
+                self.hears_words and (start is not None or waited is not None)
+            ):  # (a greeting under way, or its words, still decide)
                 self._set(AnsweredBy.UNKNOWN, "undecided")
+
+    def _revise(self, reason: str) -> None:
+        """A verdict other than voicemail turns to voicemail (once)."""
+        verdict = self.verdict
+        human = verdict is not None and verdict.answered_by is not AnsweredBy.VOICEMAIL
+        if human and self.revised is None:
+            self.revised = AmdVerdict(AnsweredBy.VOICEMAIL, round(self.elapsed_s, 3), reason)
+
+    def _longest_greeting(self) -> float:
+        """How long a greeting may run before its length alone says machine."""
+        cfg = self.config
+        return cfg.max_wordless_greeting_s if self.hears_words else cfg.max_human_greeting_s
 
     def _set(self, answered_by: AnsweredBy, reason: str) -> None:
         if self.verdict is None:

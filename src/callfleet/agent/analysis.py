@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import structlog
 
 from callfleet.config import Settings
 
@@ -63,6 +64,8 @@ BUILTIN_DISPOSITIONS: tuple[str, ...] = (
     "FAILED",
     "OTHER",
 )
+log = structlog.get_logger(__name__)
+
 # Enough for a 30-minute call; a longer transcript keeps its start and its end.
 MAX_TRANSCRIPT_CHARS = 60_000
 
@@ -111,7 +114,8 @@ async def _chat_json(
     """One chat completion whose reply is a JSON object, retried `attempts` times on
     network errors, 429, 5xx and unreadable replies (other 4xx are not retried)."""
     url = require_llm(settings)
-    headers = {"authorization": f"Bearer {settings.llm_api_key}"} if settings.llm_api_key else {}
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     body = {
         "model": settings.llm_model or "default",
         "temperature": 0,
@@ -131,12 +135,14 @@ async def _chat_json(
             try:
                 resp = await http.post(url, json=body, headers=headers, timeout=timeout_s)
             except httpx.HTTPError as exc:
-                last = LlmError(
-                    f"could not reach the LLM at {url}: {str(exc) or type(exc).__name__}"
-                )
+                # The URL (a tenant may see this message) and the exception's text
+                # (which may hold it) go to the log only.
+                log.warning("llm request failed", error=str(exc)[:300])
+                last = LlmError(f"could not reach the LLM ({_error_kind(exc)})")
                 continue
             if resp.status_code >= 400:
-                error = LlmError(f"the LLM endpoint answered {resp.status_code}: {resp.text[:200]}")
+                log.warning("llm answered an error", status=resp.status_code, body=resp.text[:300])
+                error = LlmError(f"the LLM endpoint answered {resp.status_code}")
                 if resp.status_code == 429 or resp.status_code >= 500:
                     last = error
                     continue
@@ -149,6 +155,15 @@ async def _chat_json(
     finally:
         if own:
             await http.aclose()
+
+
+def _error_kind(exc: httpx.HTTPError) -> str:
+    """What went wrong, in words that carry no URL, host or key."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    return type(exc).__name__
 
 
 # -- the /analyze endpoints ------------------------------------------------------------

@@ -77,6 +77,10 @@ class CallAudio:
         """One voice-to-voice delay per agent reply, in milliseconds."""
         self._speech_frames = 0
         self._last_loud: float | None = None
+        self.digits: list[str] = []
+        """Keypad digits the callee pressed, in order (RFC 4733 or SIP INFO)."""
+        self.on_digit: Callable[[str], None] | None = None
+        """Called with each digit as it arrives, once the agent listens for them."""
 
     # -- the carrier's side ----------------------------------------------------------
 
@@ -94,6 +98,14 @@ class CallAudio:
             self._last_loud = time.monotonic()
         self.frames_in += 1
         self._arrived.set()
+
+    def dtmf(self, digit: str) -> None:
+        """A keypad digit the callee pressed (`LineSession.dtmf`)."""
+        if self._closed:
+            return
+        self.digits.append(digit)
+        if self.on_digit is not None:
+            self.on_digit(digit)
 
     def read(self) -> bytes:
         """The agent's next 20 ms (`AudioSource.read`): speech, or comfort silence."""

@@ -17,8 +17,10 @@ Each `response_data` entry picks a value out of the JSON answer by a dotted path
 `REFRESH_EVERY_S`), so the instructions follow data that changes during the call.
 A source that fails leaves its names unset; the call goes on.
 
-The same request shape (`HttpRequestSpec`) serves the custom tools in
-`callfleet.agent.tools`. `{{var}}` in the URL, header values, query values and
+The shapes are parsed, without I/O, in `callfleet.domain.tools` (the API checks
+them there before a call is queued; the names are re-exported here); this module
+makes the requests. The same request shape (`HttpRequestSpec`) serves the custom
+tools in `callfleet.agent.tools`. `{{var}}` in the URL, header values, query values and
 body strings is filled from the call's variables (and a tool's arguments); a
 body string that is exactly one placeholder takes the value with its JSON type.
 Every request goes through the webhooks' SSRF guard (`resolve_and_check`, the
@@ -26,7 +28,11 @@ same policy as webhooks: loopback and private targets only with
 `CALLFLEET_WEBHOOK_ALLOW_PRIVATE=true`, metadata addresses never), connects to
 the checked address, follows no redirects and reads at most 64 KB.
 
-This module does not import pipecat: the API validates these fields with it.
+That cap holds after decoding: the body is read raw and `gzip`/`deflate` layers are
+undone here, incrementally, each asked for no more than the cap (httpx would inflate
+a whole chunk at once: 800 bytes of `gzip, gzip` became 500 MB). A plain answer is cut
+at the cap; a compressed one that decodes past it (a decompression bomb's signature),
+or one in an encoding we did not ask for, fails like a refused request.
 """
 
 from __future__ import annotations
@@ -34,18 +40,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import re
 import time
+import zlib
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 from urllib.parse import quote
 
 import httpx
+import structlog
 
-from callfleet.domain.templating import placeholders, render
-from callfleet.webhooks.ssrf import WebhookTargetError, check_url_syntax, resolve_and_check
+from callfleet.domain.templating import fill, placeholders
+from callfleet.domain.tools import (
+    DynamicDataSource,
+    HttpRequestSpec,
+    ResponseField,
+    parse_dynamic_data,
+    parse_request,
+    variable_names,
+)
+from callfleet.net.ssrf import WebhookTargetError, resolve_and_check
 
 __all__ = [
     "LOAD_BUDGET_S",
@@ -64,16 +79,13 @@ __all__ = [
     "variable_names",
 ]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 LOAD_BUDGET_S: Final = 3.0
 """All `dynamic_data` sources together, before the agent's first words."""
 REFRESH_EVERY_S: Final = 10.0
 """`cache: false` sources are fetched again at most this often."""
-DEFAULT_TIMEOUT_S: Final = 10.0
-MAX_TIMEOUT_S: Final = 30.0
-METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _PATH_PART = re.compile(r"[^.\[\]]+|\[(\d+)\]")
 
 
@@ -81,148 +93,7 @@ class OutboundError(Exception):
     """A request the call's fields describe could not be made or answered."""
 
 
-@dataclass(frozen=True)
-class ResponseField:
-    """A value picked out of a JSON answer: `data` is its path, `name` what it is called."""
-
-    name: str
-    data: str
-    context: str = ""
-
-
-@dataclass(frozen=True)
-class HttpRequestSpec:
-    url: str
-    method: str = "GET"
-    headers: tuple[tuple[str, str], ...] = ()
-    query: tuple[tuple[str, str], ...] = ()
-    body: Any = None
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    response_data: tuple[ResponseField, ...] = ()
-
-
-@dataclass(frozen=True)
-class DynamicDataSource:
-    request: HttpRequestSpec
-    cache: bool = True
-    """False: fetched again during the call (see `REFRESH_EVERY_S`)."""
-
-
-# -- parsing ------------------------------------------------------------------------------
-
-
-def _pairs(
-    value: object, where: str, problems: list[tuple[str, str]]
-) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, Mapping):
-        problems.append((where, "must be an object of names to values"))
-        return ()
-    return tuple((str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in value.items())
-
-
-def _response_fields(
-    value: object, where: str, problems: list[tuple[str, str]]
-) -> tuple[ResponseField, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        problems.append((where, "must be an array of {name, data, context}"))
-        return ()
-    out: list[ResponseField] = []
-    for i, item in enumerate(value):
-        if not isinstance(item, Mapping) or not item.get("name") or not item.get("data"):
-            problems.append((f"{where}[{i}]", "needs a 'name' and a 'data' path"))
-            continue
-        out.append(
-            ResponseField(str(item["name"]), str(item["data"]), str(item.get("context") or ""))
-        )
-    return tuple(out)
-
-
-def parse_request(
-    value: Mapping[str, Any], where: str, problems: list[tuple[str, str]]
-) -> HttpRequestSpec | None:
-    """One request from its JSON shape; what is wrong with it goes to `problems` as (path, why)."""
-    before = len(problems)
-    url = value.get("url")
-    if not isinstance(url, str) or not url:
-        problems.append((f"{where}.url", "is required: the http(s) URL to call"))
-    else:
-        try:  # placeholders may stand for anything, so check the URL with them blanked
-            check_url_syntax(fill(url, {}, default="x"))
-        except WebhookTargetError as exc:
-            problems.append((f"{where}.url", str(exc).replace("webhook URL", "URL")))
-    method = str(value.get("method") or "GET").upper()
-    if method not in METHODS:
-        problems.append((f"{where}.method", f"must be one of {', '.join(METHODS)}"))
-    timeout_s = DEFAULT_TIMEOUT_S
-    timeout_ms = value.get("timeout_ms", value.get("timeout"))
-    if timeout_ms is not None:
-        if (
-            isinstance(timeout_ms, bool)
-            or not isinstance(timeout_ms, int | float)
-            or timeout_ms <= 0
-        ):
-            problems.append((f"{where}.timeout_ms", "must be a positive number of milliseconds"))
-        else:
-            timeout_s = min(MAX_TIMEOUT_S, float(timeout_ms) / 1000.0)
-    headers = _pairs(value.get("headers"), f"{where}.headers", problems)
-    query = _pairs(value.get("query"), f"{where}.query", problems)
-    fields = _response_fields(value.get("response_data"), f"{where}.response_data", problems)
-    if len(problems) > before:
-        return None
-    return HttpRequestSpec(
-        url=str(url), method=method, headers=headers, query=query, body=value.get("body"),
-        timeout_s=timeout_s, response_data=fields,
-    )  # fmt: skip
-
-
-def parse_dynamic_data(value: object, where: str = "dynamic_data") -> tuple[
-    tuple[DynamicDataSource, ...], list[tuple[str, str]]
-]:  # fmt: skip
-    """The sources of a call's `dynamic_data`, and the problems of the ones left out."""
-    problems: list[tuple[str, str]] = []
-    if value is None:
-        return (), problems
-    if not isinstance(value, list):
-        return (), [(where, "must be an array of requests")]
-    sources: list[DynamicDataSource] = []
-    for i, item in enumerate(value):
-        if not isinstance(item, Mapping):
-            problems.append((f"{where}[{i}]", "must be an object with a 'url'"))
-            continue
-        request = parse_request(item, f"{where}[{i}]", problems)
-        if request is not None:
-            sources.append(DynamicDataSource(request, cache=item.get("cache") is not False))
-    return tuple(sources), problems
-
-
-def variable_names(value: object) -> list[str]:
-    """The variables a call's `dynamic_data` will provide, once fetched.
-
-    Submission renders the prompt when a call is queued; these placeholders must be
-    left in it for the agent to fill (`{{name}}` stays as written).
-    """
-    sources, _ = parse_dynamic_data(value)
-    return list(dict.fromkeys(f.name for s in sources for f in s.request.response_data))
-
-
 # -- templates and answers ----------------------------------------------------------------
-
-
-def fill(template: str, values: Mapping[str, object], *, default: str | None = "") -> str:
-    """`template` with `{{name}}` filled from `values`; a missing name becomes `default`,
-    or stays as written (`{{name}}`) when `default` is None."""
-    names = placeholders(template)
-    if not names:
-        return template
-    filled = {
-        n: values[n] if n in values else ("{{" + n + "}}" if default is None else default)
-        for n in names
-    }
-    return render(template, filled)
 
 
 def _fill_json(value: Any, values: Mapping[str, object]) -> Any:
@@ -279,6 +150,7 @@ async def send(
         raise OutboundError(str(exc).replace("webhook ", "")) from exc
     headers = {name: fill(value, values) for name, value in spec.headers}
     headers["connection"] = "close"
+    headers["accept-encoding"] = ACCEPT_ENCODING  # what _read_capped can decode
     query = {name: fill(value, values) for name, value in spec.query}
     body = _fill_json(spec.body, values) if spec.body is not None else None
     parsed = httpx.URL(url)
@@ -293,11 +165,15 @@ async def send(
     try:
         async with asyncio.timeout(spec.timeout_s):
             async with client.stream(
-                spec.method, target, headers=headers, params=query or None,
-                json=body if spec.method != "GET" else None, extensions=extensions,
+                spec.method,
+                target,
+                headers=headers,
+                params=query or None,
+                json=body if spec.method != "GET" else None,
+                extensions=extensions,
                 timeout=spec.timeout_s,
-            ) as response:  # fmt: skip
-                content = await _read_capped(response)
+            ) as response:
+                content = await _read_capped(response, host)
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise OutboundError(f"no answer from {host} within {spec.timeout_s:g} s") from exc
     except httpx.HTTPError as exc:
@@ -324,15 +200,86 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+ACCEPT_ENCODING: Final = "gzip, deflate"
+_INFLATE_STEP: Final = 16 * 1024
+
+
+class _Inflater:
+    """One `gzip` or `deflate` layer, pulled a bounded amount at a time."""
+
+    def __init__(self, source: _Inflater | _Bytes, encoding: str) -> None:
+        self.source = source
+        self.encoding = encoding
+        self._unpack: Any = None
+
+    def _start(self, first: bytes) -> Any:
+        if self.encoding == "gzip":
+            return zlib.decompressobj(zlib.MAX_WBITS | 16)
+        # "deflate" is zlib-wrapped by the RFC, but some servers send it raw.
+        wrapped = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+
+    def read(self, limit: int) -> bytes:
+        """Up to `limit` decoded bytes; b"" at the end."""
+        out = bytearray()
+        while len(out) < limit:
+            data = self._unpack.unconsumed_tail if self._unpack is not None else b""
+            if not data:
+                data = self.source.read(_INFLATE_STEP)
+                if self._unpack is None:
+                    if not data:
+                        break
+                    self._unpack = self._start(data)
+            piece = self._unpack.decompress(data, limit - len(out))
+            if not piece and not data and not self._unpack.unconsumed_tail:
+                break  # the input is spent and nothing more comes out
+            out += piece
+        return bytes(out)
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+
+    def read(self, limit: int) -> bytes:
+        piece, self._data = bytes(self._data[:limit]), self._data[limit:]
+        return piece
+
+
+def _decode_capped(raw: bytes, encodings: list[str], host: str) -> bytes:
+    """`raw` with its content codings undone, or `OutboundError` past the cap."""
+    source: _Inflater | _Bytes = _Bytes(raw)
+    for encoding in reversed(encodings):  # the last coding listed was applied last
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise OutboundError(f"{host} answered in an encoding we did not ask for: {encoding}")
+        source = _Inflater(source, "deflate" if encoding == "deflate" else "gzip")
+    try:
+        body = source.read(MAX_RESPONSE_BYTES + 1)
+    except zlib.error as exc:
+        raise OutboundError(f"{host} sent an undecodable {', '.join(encodings)} body") from exc
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise OutboundError(f"{host}'s answer is larger than {MAX_RESPONSE_BYTES // 1024} KB")
+    return body
+
+
+async def _read_capped(response: httpx.Response, host: str) -> bytes:
+    """The body, decoded: a plain one cut at `MAX_RESPONSE_BYTES`, a compressed one
+    decoding past it an `OutboundError`."""
     received = bytearray()
-    raw = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+    # aiter_raw: httpx must not inflate; _decode_capped does, within the cap. The raw
+    # body needs no more than the cap (compressed data is not larger than its text).
+    raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
     async with contextlib.aclosing(raw) as chunks:
         async for chunk in chunks:
             received += chunk
-            if len(received) >= MAX_RESPONSE_BYTES:
+            if len(received) > MAX_RESPONSE_BYTES:
                 break
-    return bytes(received[:MAX_RESPONSE_BYTES])
+    codings = response.headers.get("content-encoding", "")
+    encodings = [e.strip().lower() for e in codings.split(",") if e.strip()]
+    encodings = [e for e in encodings if e != "identity"]
+    if not encodings:  # plain text is cut at the cap, as it always was
+        return bytes(received[:MAX_RESPONSE_BYTES])
+    return _decode_capped(bytes(received), encodings, host)
 
 
 # -- a call's dynamic data -------------------------------------------------------------------

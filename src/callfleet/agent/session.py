@@ -9,7 +9,7 @@ the event is set (`ended_by=None`: the carrier knows who ended it).
 
 The pipeline:
 
-    CallInput -> STT -> user aggregator (Silero VAD, speech-timeout end of turn)
+    CallInput -> STT -> GreetingWords -> user aggregator (Silero VAD, end of turn)
       -> ConversationController [-> LiveInstructions] -> LLM | ScriptedPolicy
       -> TTS -> CallOutput -> assistant aggregator
 
@@ -30,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+
+import structlog
 
 from callfleet.agent._pipecat import PIPECAT_VERSION
 
@@ -43,6 +44,7 @@ from callfleet.agent._pipecat import PIPECAT_VERSION
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -50,11 +52,14 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
-from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
 from pipecat.turns.user_mute.always_user_mute_strategy import AlwaysUserMuteStrategy
 from pipecat.turns.user_mute.base_user_mute_strategy import BaseUserMuteStrategy
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_stop import (
+    BaseUserTurnStopStrategy,
+    SpeechTimeoutUserTurnStopStrategy,
+)
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
@@ -64,20 +69,30 @@ from callfleet.agent.controller import ConversationController
 from callfleet.agent.dynamic_data import DynamicData, fill
 from callfleet.agent.engines import Engines
 from callfleet.agent.options import AgentOptions
+from callfleet.agent.providers.openai_llm import CallLLMService
+from callfleet.agent.providers.smart_turn import SharedSmartTurn
 from callfleet.agent.recording import StereoRecorder
 from callfleet.agent.tools import CallTools, LiveInstructions
 from callfleet.agent.transport import CallTransport
+from callfleet.agent.turn_end import GreetingTurnStop
+from callfleet.clock import utcnow
 from callfleet.telephony.carrier import AnsweredBy, EndedBy, TranscriptTurn
 
 __all__ = ["AgentCall", "AgentOutcome", "CallMedia", "PipecatAgent"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 _PIPELINE_RATE = 16000
 _VAD_STOP_S = 0.4
-"""Silence that ends a speech segment. Longer than pipecat's 0.2 s so a comma's pause
-does not cut a sentence in two for Whisper (fewer, whole segments transcribe better);
-the rest of the speech timeout runs after it."""
+"""`end_of_turn="silence"`: silence that ends a speech segment. Longer than pipecat's
+0.2 s so a comma's pause does not cut a sentence in two for Whisper (fewer, whole
+segments transcribe better); the rest of the speech timeout runs after it."""
+_SMART_VAD_STOP_S = 0.4
+"""`end_of_turn="smart"`: the quiet after which Smart Turn judges the turn. pipecat
+suggests 0.2 s; on phone audio with Whisper tiny.en that cut callees' sentences into
+fragments that transcribed badly and became turns of their own (the people-over-SIP
+test heard the agent skip its script), so the VAD keeps its 0.4 s."""
+END_OF_TURN = ("smart", "silence")
 _STOP_GRACE_S = 5.0
 _DRAIN_S = 3.0
 _QUIET_AFTER_SPEECH_S = 0.6
@@ -113,6 +128,8 @@ class AgentOutcome:
     """The number the agent transferred the call to (the carrier then hangs up)."""
     error: str | None = None
     interruptions: int = 0
+    opted_out: bool = False
+    """The callee asked not to be called again (words, keypad or the `opt_out` tool)."""
 
     @property
     def concatenated_transcript(self) -> str:
@@ -120,11 +137,24 @@ class AgentOutcome:
 
 
 class CallMedia(Protocol):
-    """What a carrier runs on an answered call instead of sending silence."""
+    """The agent that holds answered calls' conversations (`agent.phone.AgentLine`
+    puts it on the line)."""
+
+    def describe(self) -> str: ...
+
+    def not_ready(self) -> str | None:
+        """None when a call answered now would hear the agent at once; else why not."""
+        ...
+
+    def prepare(self, options: AgentOptions) -> None:
+        """A call with these options is being dialled: get its known lines ready."""
+        ...
 
     async def run(
         self, call: AgentCall, audio: CallAudio, hangup: asyncio.Event
     ) -> AgentOutcome: ...
+
+    async def close(self) -> None: ...
 
 
 class PipecatAgent:
@@ -137,21 +167,37 @@ class PipecatAgent:
         vad_params: VADParams | None = None,
         vad_factory: Callable[[VADParams], VADAnalyzer] | None = None,
         allow_private_urls: bool = False,
+        end_of_turn: str = "smart",
     ) -> None:
         """`allow_private_urls`: tools and `dynamic_data` may reach loopback and private
-        addresses (pass `settings.webhook_allow_private`: the same policy as webhooks)."""
+        addresses (pass `settings.webhook_allow_private`: the same policy as webhooks).
+
+        `end_of_turn`: "smart" (Smart Turn judges each pause of 0.4 s; the call's
+        speech timeout is the longest wait) or "silence" (the speech timeout of quiet
+        always: how the agent worked before, kept for comparison)."""
+        if end_of_turn not in END_OF_TURN:
+            raise ValueError(f"end_of_turn {end_of_turn!r}: one of {END_OF_TURN}")
         self.engines = engines
+        self.end_of_turn = end_of_turn
         self.allow_private_urls = allow_private_urls
         # No volume gate (pipecat's default is 0.6): its smoothed volume starts from
         # zero, so it swallowed a callee's first "Hello?" at the start of the call.
         # Silero's confidence alone holds up on phone audio and in line noise.
-        self.vad_params = vad_params or VADParams(
-            confidence=0.6, min_volume=0.0, stop_secs=_VAD_STOP_S
-        )
+        stop_s = _SMART_VAD_STOP_S if end_of_turn == "smart" else _VAD_STOP_S
+        self.vad_params = vad_params or VADParams(confidence=0.6, min_volume=0.0, stop_secs=stop_s)
         self.vad_factory = vad_factory or silero_vad
 
     def describe(self) -> str:
         return f"pipecat {PIPECAT_VERSION} agent, model {self.engines.model_label}"
+
+    def not_ready(self) -> str | None:
+        return None  # built on engines its maker loaded
+
+    def prepare(self, options: AgentOptions) -> None:
+        self.engines.prepare(options)
+
+    async def close(self) -> None:
+        """The engines belong to whoever built them (`AgentRuntime` closes its own)."""
 
     async def run(self, call: AgentCall, audio: CallAudio, hangup: asyncio.Event) -> AgentOutcome:
         dynamic: DynamicData | None = None
@@ -171,7 +217,7 @@ class PipecatAgent:
         try:
             conversation = _Conversation(self, call, audio, dynamic)
         except Exception as exc:  # a provider that cannot start must not crash the carrier
-            log.exception("call %s: the agent could not start", call.call_id)
+            log.exception("the agent could not start", call_id=call.call_id)
             if audio.recorder is not None and isinstance(audio.recorder, StereoRecorder):
                 audio.recorder.close()
             audio.close()
@@ -181,6 +227,20 @@ class PipecatAgent:
 
 def _as_line(value: Any) -> str:
     return (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))[:500]
+
+
+class GreetingWords(FrameProcessor):
+    """Hands each transcription to the answering-machine detector, and passes it on."""
+
+    def __init__(self, hear: Callable[[str], None]) -> None:
+        super().__init__(name="greeting-words")
+        self._hear = hear
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame):
+            self._hear(frame.text)
+        await self.push_frame(frame, direction)
 
 
 def silero_vad(params: VADParams) -> VADAnalyzer:
@@ -203,68 +263,19 @@ class _Conversation:
         if label != "scripted" and call.options.model:
             label = call.options.model  # the call asked the LLM endpoint for this one
         self.outcome = AgentOutcome(model=label)
-        options = call.options
-        if dynamic is not None:
-            for failure in dynamic.failures:
-                self.note(f"dynamic data unavailable: {failure}")
-            first = options.first_sentence
-            options = replace(
-                options,
-                prompt=self.instructions(),
-                first_sentence=fill(first, dynamic.values, default=None) if first else first,
-            )
-        self.amd = AnsweringMachineDetector()
+        options = self._with_dynamic_data(call.options)
+        self.amd = AnsweringMachineDetector(hears_words=True)
         self.hangup_requested = asyncio.Event()
         self.recorder: StereoRecorder | None = None
         if options.record and call.recording_path is not None:
             self.recorder = StereoRecorder(call.recording_path)
             audio.recorder = self.recorder
-
         llm = agent.engines.llm(options)
+        if isinstance(llm, CallLLMService):
+            llm.on_failure = self._llm_failed
         self.tools: CallTools | None = None
-        if isinstance(llm, LLMService):  # a real LLM: it gets the call's tools
-            variables = {**options.variables, "call_id": call.call_id}
-            self.tools = CallTools(
-                options, self, transfer=call.transfer,
-                allow_private=agent.allow_private_urls, variables=variables,
-            )  # fmt: skip
-            self.tools.register(llm)
-            self.context = LLMContext(tools=self.tools.tools_schema())
-        else:
-            self.context = LLMContext()
-        live: list[FrameProcessor] = []
-        if dynamic is not None and dynamic.live and isinstance(llm, LLMService):
-            live.append(LiveInstructions(dynamic, self.instructions))
-        stop_secs = agent.vad_params.stop_secs
-        after_vad = max(0.1, options.speech_timeout_s - stop_secs)
-        mute: list[BaseUserMuteStrategy] = []
-        if options.block_interruptions:  # the callee cannot barge in while the agent talks
-            mute.append(AlwaysUserMuteStrategy())  # type: ignore[no-untyped-call]
-        user_params = LLMUserAggregatorParams(
-            vad_analyzer=agent.vad_factory(agent.vad_params),
-            user_turn_strategies=UserTurnStrategies(
-                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=after_vad)]
-            ),
-            user_mute_strategies=mute,
-        )
-        pair = LLMContextAggregatorPair(self.context, user_params=user_params)
-        self.user_aggregator, self.assistant_aggregator = pair.user(), pair.assistant()
-        self.controller = ConversationController(
-            options=options, context=self.context, amd=self.amd,
-            note=self.note, hang_up=self.hang_up,
-        )  # fmt: skip
-        self.transport = CallTransport(audio, on_callee_audio=self._heard)
-        self.pipeline = Pipeline([
-            self.transport.input(),
-            agent.engines.stt(options),
-            self.user_aggregator,
-            self.controller,
-            *live,
-            llm,
-            agent.engines.tts(options),
-            self.transport.output(),
-            self.assistant_aggregator,
-        ])  # fmt: skip
+        self.context = self._context_with_tools(agent, options, llm)
+        self.pipeline = self._pipeline(agent, options, llm)
         self.worker = PipelineWorker(
             self.pipeline,
             params=PipelineParams(
@@ -275,6 +286,95 @@ class _Conversation:
             name=f"call-{call.call_id}",
         )
         self._register_events()
+
+    # -- building the pipeline -------------------------------------------------------------
+
+    def _with_dynamic_data(self, options: AgentOptions) -> AgentOptions:
+        """The call's options with the fetched dynamic data filled into its prompt and
+        first sentence; each fetch that failed is noted in the transcript."""
+        if self.dynamic is None:
+            return options
+        for failure in self.dynamic.failures:
+            self.note(f"dynamic data unavailable: {failure}")
+        first = options.first_sentence
+        return replace(
+            options,
+            prompt=self.instructions(),
+            first_sentence=fill(first, self.dynamic.values, default=None) if first else first,
+        )
+
+    def _context_with_tools(
+        self, agent: PipecatAgent, options: AgentOptions, llm: FrameProcessor
+    ) -> LLMContext:
+        """The conversation's context; a real LLM is offered the call's tools in it."""
+        if not isinstance(llm, LLMService):  # the scripted policy calls no tools
+            return LLMContext()
+        variables = {**options.variables, "call_id": self.call.call_id}
+        self.tools = CallTools(
+            options,
+            self,
+            transfer=self.call.transfer,
+            allow_private=agent.allow_private_urls,
+            variables=variables,
+        )
+        self.tools.register(llm)
+        return LLMContext(tools=self.tools.tools_schema())
+
+    def _user_params(self, agent: PipecatAgent, options: AgentOptions) -> LLMUserAggregatorParams:
+        """When the callee's turn ends (Smart Turn at each pause, the speech timeout at
+        the most, and a bare first greeting at once; or VAD then the rest of the
+        speech timeout) and whether they may barge in."""
+        stop: BaseUserTurnStopStrategy
+        if agent.end_of_turn == "smart":
+            analyzer = SharedSmartTurn(max_wait_s=options.speech_timeout_s)
+            stop = GreetingTurnStop(turn_analyzer=analyzer)
+        else:
+            after_vad = max(0.1, options.speech_timeout_s - agent.vad_params.stop_secs)
+            stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=after_vad)
+        mute: list[BaseUserMuteStrategy] = []
+        if options.block_interruptions:  # the callee cannot barge in while the agent talks
+            mute.append(AlwaysUserMuteStrategy())  # type: ignore[no-untyped-call]
+        return LLMUserAggregatorParams(
+            vad_analyzer=agent.vad_factory(agent.vad_params),
+            user_turn_strategies=UserTurnStrategies(stop=[stop]),
+            user_mute_strategies=mute,
+        )
+
+    def _pipeline(
+        self, agent: PipecatAgent, options: AgentOptions, llm: FrameProcessor
+    ) -> Pipeline:
+        """The processors in the order the module docstring draws them."""
+        live: list[FrameProcessor] = []
+        if self.dynamic is not None and self.dynamic.live and isinstance(llm, LLMService):
+            live.append(LiveInstructions(self.dynamic, self.instructions))
+        pair = LLMContextAggregatorPair(self.context, user_params=self._user_params(agent, options))
+        self.user_aggregator, self.assistant_aggregator = pair.user(), pair.assistant()
+        self.controller = ConversationController(
+            options=options,
+            context=self.context,
+            amd=self.amd,
+            note=self.note,
+            hang_up=self.hang_up,
+            on_opt_out=self._opted_out,
+        )
+        self.audio.on_digit = self.controller.on_digit
+        for digit in self.audio.digits:  # pressed while the agent was getting ready
+            self.controller.on_digit(digit)
+        self.transport = CallTransport(self.audio, on_callee_audio=self._heard)
+        return Pipeline(
+            [
+                self.transport.input(),
+                agent.engines.stt(options),
+                GreetingWords(self._heard_words),
+                self.user_aggregator,
+                self.controller,
+                *live,
+                llm,
+                agent.engines.tts(options),
+                self.transport.output(),
+                self.assistant_aggregator,
+            ]
+        )
 
     # -- transcript --------------------------------------------------------------------
 
@@ -294,7 +394,7 @@ class _Conversation:
 
     def _turn(self, speaker: str, text: str, started: object = None) -> None:
         """Add a turn, stamped with when it started (pipecat's ISO time) or now."""
-        at = datetime.now(UTC)
+        at = utcnow()
         if isinstance(started, str) and started:
             with contextlib.suppress(ValueError):
                 parsed = datetime.fromisoformat(started.replace("Z", "+00:00"))
@@ -354,6 +454,14 @@ class _Conversation:
     def ending(self, reason: str) -> None:
         self.outcome.hangup_reason = reason
 
+    def opt_out(self, how: str) -> None:
+        """The LLM's `opt_out` tool: the controller confirms and hangs up."""
+        self.controller.request_opt_out(how)
+
+    def _opted_out(self, how: str) -> None:
+        self.outcome.opted_out = True
+        self.ending(f"opt-out: {how}")
+
     def transferred(self, number: str) -> None:
         self.outcome.transferred_to = number
         self.hang_up(f"transferred to {number}")
@@ -361,11 +469,23 @@ class _Conversation:
     # -- the call ----------------------------------------------------------------------
 
     def _heard(self, pcm: bytes) -> None:
-        verdict = self.amd.feed(pcm)
+        self._verdict(self.amd.feed(pcm))
+        self.controller.audio_analysed()
+
+    def _heard_words(self, text: str) -> None:
+        self._verdict(self.amd.hear(text))
+
+    def _verdict(self, verdict: AmdVerdict | None) -> None:
+        """A verdict, or its revision to voicemail: the controller acts on it."""
         if verdict is not None:
             self.outcome.amd = verdict
             self.controller.on_amd_verdict(verdict)
-        self.controller.audio_analysed()
+
+    def _llm_failed(self, why: str) -> None:
+        """The LLM failed after its retry: the call ends after the fallback line."""
+        self.outcome.error = why
+        self.note(f"{why}; the agent said its fallback line and hung up")
+        self.ending(why)
 
     def hang_up(self, reason: str) -> None:
         """The agent ends the call now, without another word."""
@@ -393,7 +513,7 @@ class _Conversation:
             async with asyncio.timeout(_STOP_GRACE_S):
                 await running
         except TimeoutError:
-            log.warning("call %s: the pipeline did not stop in time", self.call.call_id)
+            log.warning("the pipeline did not stop in time", call_id=self.call.call_id)
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await running

@@ -5,6 +5,10 @@ OpenAI-compatible endpoint is configured); the scripted policy has none.
 
 - `end_call(reason?)`: the agent finishes what it is saying, then hangs up
   (`hangup_reason` "the agent ended the call").
+- `opt_out()`: the person asked not to be called again. The agent says
+  `OPT_OUT_LINE` and hangs up, and the number joins the account's do-not-call list
+  (`ConversationController.opt_out`; the phrase matcher there is the backstop for
+  the opt-outs the model misses).
 - `transfer_call(department?)`: offered when the call has `transfer_phone_number`
   or `transfer_list` and the carrier can transfer (`AgentCall.transfer`). Says
   "Transferring you now." unless the model already said something, lets it be
@@ -27,9 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
+
+import structlog
 
 from callfleet.agent import _pipecat  # noqa: F401  (silences pipecat's import warnings)
 
@@ -54,7 +59,7 @@ from callfleet.agent.options import AgentOptions, HttpTool
 
 __all__ = ["MAX_RESULT_CHARS", "TRANSFER_LINE", "CallTools", "LiveInstructions", "ToolHost"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 TRANSFER_LINE = "Transferring you now."
 MAX_RESULT_CHARS = 4000
@@ -83,6 +88,10 @@ class ToolHost(Protocol):
 
     def transferred(self, number: str) -> None:
         """The call went to `number`: the agent's part is over now."""
+        ...
+
+    def opt_out(self, how: str) -> None:
+        """The callee asked not to be called again: confirm, hang up, report it."""
         ...
 
     def learned(self, facts: Mapping[str, tuple[str, Any]]) -> str:
@@ -125,13 +134,23 @@ class CallTools:
             FunctionSchema(
                 name="end_call",
                 description=(
-                    "Hang up. Use it when the conversation is over and you have said goodbye, "
-                    "or when the person asks not to be called. Whatever you are saying is "
-                    "finished first."
+                    "Hang up. Use it when the conversation is over and you have said goodbye. "
+                    "Whatever you are saying is finished first."
                 ),
                 properties={"reason": {"type": "string", "description": "Why, in a few words."}},
                 required=[],
-            )
+            ),
+            FunctionSchema(
+                name="opt_out",
+                description=(
+                    "The person asks not to be called again (to be taken off the list, "
+                    "not to be contacted, to unsubscribe). Call it at once and say nothing "
+                    "yourself: the agent confirms in one line, hangs up and puts the "
+                    "number on the do-not-call list."
+                ),
+                properties={},
+                required=[],
+            ),
         ]
         if self.numbers:
             departments = sorted(k for k in self.numbers if k != "default")
@@ -172,6 +191,7 @@ class CallTools:
     def register(self, llm: LLMService) -> None:
         """Register every offered tool's handler on the call's LLM service."""
         llm.register_function("end_call", self._end_call)
+        llm.register_function("opt_out", self._opt_out)
         if self.numbers:
             llm.register_function(
                 "transfer_call", self._transfer_call, timeout_secs=_TRANSFER_TIMEOUT_S + 5
@@ -203,6 +223,13 @@ class CallTools:
             EndWorkerFrame(reason="the agent ended the call"), FrameDirection.UPSTREAM
         )
 
+    async def _opt_out(self, params: FunctionCallParams) -> None:
+        self._called(params)
+        await params.result_callback(
+            {"opted_out": True}, properties=FunctionCallResultProperties(run_llm=False)
+        )
+        self.host.opt_out("the agent's opt_out tool")
+
     async def _transfer_call(self, params: FunctionCallParams) -> None:
         self._called(params)
         department = str(params.arguments.get("department") or "default")
@@ -224,10 +251,12 @@ class CallTools:
                 {"transferred": True}, properties=FunctionCallResultProperties(run_llm=False)
             )
         else:
-            await params.result_callback({
-                "transferred": False,
-                "error": "The transfer did not go through. Tell the person, and carry on.",
-            })  # fmt: skip
+            await params.result_callback(
+                {
+                    "transferred": False,
+                    "error": "The transfer did not go through. Tell the person, and carry on.",
+                }
+            )
 
     async def _hand_over(self, number: str, *, announced: bool) -> bool:
         assert self.transfer is not None
@@ -236,7 +265,7 @@ class CallTools:
             async with asyncio.timeout(_TRANSFER_TIMEOUT_S):
                 ok = await self.transfer(number)
         except Exception as exc:  # the carrier's trouble must not end the conversation
-            log.warning("transfer to %s failed: %r", number, exc)
+            log.warning("transfer failed", number=number, error=repr(exc))
             ok = False
         if ok:
             self.host.action(f"transfer_call: transferred to {number}")

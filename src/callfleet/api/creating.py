@@ -1,15 +1,20 @@
 """Shared plumbing of the POSTs that create things: JSON body, idempotency, threads.
 
-A creating route hands `respond_idempotently` a function that does its whole job
-in one write transaction and returns `(status_code, body)`. This module parses the
+A creating route hands `respond_idempotently` a `Prepare`: it reads what it needs
+(owned numbers, the do-not-call list) in a read transaction, judges and renders
+everything, and returns the `Work` that writes the result in one write transaction
+and returns `(status_code, body)`. On SQLite the write lock is thus held only to
+insert, never while a 100,000-row batch is parsed and rendered (holding it that
+long stalls every other writer, lease renewals included). This module parses the
 body (a body that is not a JSON object is a 400), honours `Idempotency-Key`, and
-runs the work off the event loop.
+runs both steps off the event loop.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
@@ -20,13 +25,16 @@ from starlette.concurrency import run_in_threadpool
 from callfleet.api import idempotency
 from callfleet.api.errors import ApiError, field_path
 from callfleet.api.runtime import Runtime
+from callfleet.clock import utcnow
 from callfleet.domain.errors import FieldError
 from callfleet.store.accounts import Account
-from callfleet.store.ids import utcnow
 
-__all__ = ["read_json_object", "respond_idempotently"]
+__all__ = ["Prepare", "Work", "parse_json_object", "read_json_object", "respond_idempotently"]
 
 Work = Callable[[Connection], tuple[int, dict[str, Any]]]
+"""Writes what was prepared, in the one write transaction; returns the response."""
+Prepare = Callable[[Connection], Work]
+"""Reads and judges (in a read transaction); raises ApiError for a bad request."""
 
 MAX_DEPTH = 64
 """How deeply a body's arrays and objects may nest (the databases' JSON has limits)."""
@@ -89,11 +97,17 @@ def _unstorable(body: dict[str, Any], raw: bytes) -> FieldError | None:
 
 async def read_json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
     raw = await request.body()
+    return raw, parse_json_object(raw)
+
+
+def parse_json_object(raw: bytes, where: str = "body") -> dict[str, Any]:
+    """`raw` as a JSON object, or a 400 naming `where` (the body, or a form field)."""
+    what = "request body" if where == "body" else f"`{where}` form field"
     if not raw.strip():
         raise ApiError(
             400,
-            "The request body is empty; send a JSON object.",
-            [FieldError("body", "Required: a JSON object.")],
+            f"The {what} is empty; send a JSON object.",
+            [FieldError(where, "Required: a JSON object.")],
         )
     try:
         body = json.loads(raw, parse_constant=_not_json)
@@ -101,40 +115,50 @@ async def read_json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ApiError(
             400,
-            "The request body is not valid JSON; send a JSON object with "
-            "Content-Type: application/json.",
-            [FieldError("body", f"JSON parse error: {reason}")],
+            f"The {what} is not valid JSON; send a JSON object"
+            + (" with Content-Type: application/json." if where == "body" else "."),
+            [FieldError(where, f"JSON parse error: {reason}")],
         ) from None
     if not isinstance(body, dict):
         kinds: dict[type, str] = {list: "an array", str: "a string", bool: "a boolean"}
         kind = kinds.get(type(body), "a number" if isinstance(body, int | float) else "null")
         raise ApiError(
             400,
-            f"The request body must be a JSON object, not {kind}.",
-            [FieldError("body", f"Must be a JSON object, got {kind}.")],
+            f"The {what} must be a JSON object, not {kind}.",
+            [FieldError(where, f"Must be a JSON object, got {kind}.")],
         )
     problem = _unstorable(body, raw)
     if problem is not None:
         raise ApiError(400, f"{problem.field}: {problem.message}", [problem])
-    return raw, body
+    return body
 
 
 async def respond_idempotently(
-    runtime: Runtime, account: Account, request: Request, raw: bytes, work: Work
+    runtime: Runtime, account: Account, request: Request, raw: bytes, prepare: Prepare
 ) -> JSONResponse:
     key = request.headers.get("idempotency-key")
     method_path = f"{request.method} {request.url.path}"
     db = runtime.db
+    ttl = timedelta(hours=runtime.settings.idempotency_ttl_hours)
+    keep_rejected = runtime.settings.idempotency_replay_rejected
 
     def go() -> tuple[int, dict[str, Any], bool]:
         if key is not None:
             with db.write() as conn:
                 replay = idempotency.reserve(
-                    conn, account.id, key, method_path, idempotency.body_hash(raw), utcnow()
+                    conn,
+                    account.id,
+                    key,
+                    method_path,
+                    idempotency.body_hash(raw),
+                    utcnow(),
+                    ttl=ttl,
                 )
             if replay is not None:
                 return replay.status_code, replay.body, True
         try:
+            with db.read() as conn:
+                work = prepare(conn)
             with db.write() as conn:
                 status_code, body = work(conn)
                 if key is not None:
@@ -142,7 +166,14 @@ async def respond_idempotently(
         except ApiError as exc:
             if key is not None:
                 with db.write() as conn:
-                    idempotency.complete(conn, account.id, key, exc.status_code, exc.body())
+                    idempotency.complete(
+                        conn,
+                        account.id,
+                        key,
+                        exc.status_code,
+                        exc.body(),
+                        replay_rejected=keep_rejected,
+                    )
             raise
         except BaseException:
             if key is not None:

@@ -18,11 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callfleet.domain.errors import FieldError
 
-__all__ = ["ApiError", "field_path", "install_error_handlers", "pydantic_errors"]
+__all__ = ["ApiError", "BodyCap", "field_path", "install_error_handlers", "pydantic_errors"]
 
 log = structlog.get_logger(__name__)
 
@@ -141,6 +141,72 @@ class RejectNulInUrl:
             await JSONResponse(body, status_code=400)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class BodyCap:
+    """Answer 413 to a request body over `limit` bytes, counted while it is read.
+
+    A declared Content-Length over the limit is refused before reading; otherwise the
+    body (chunked or not) is read up to the limit and handed on whole, so no route can
+    be made to buffer more than `limit` bytes, whatever the headers say.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = ApiError(
+            413,
+            f"The request body is larger than {self.limit} bytes, the limit this server "
+            "accepts (CALLFLEET_MAX_BODY_BYTES); split a batch into several "
+            "(a campaign_id groups them).",
+            [FieldError("body", f"At most {self.limit} bytes.")],
+        )
+        response = JSONResponse(error.body(), status_code=413, headers={"connection": "close"})
+        await response(scope, receive, send)
+
+    def _declared(self, scope: Scope) -> int | None:
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = self._declared(scope)
+        if declared is not None and declared > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: Message | None = {"type": "http.request", "body": b"".join(chunks)}
+
+        async def replay() -> Message:
+            nonlocal whole
+            if whole is not None:
+                message, whole = whole, None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

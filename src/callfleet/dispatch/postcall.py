@@ -16,6 +16,9 @@ work in hand leaves the row `pending` with a lease that expires; another process
 the restarted one, takes it then (a clean stop hands its rows back at once). When the
 LLM fails after the retries the call is `failed`: summary, analysis and disposition
 stay null, a `robot` transcript turn says why, and the webhook is sent all the same.
+A DO_NOT_CONTACT disposition is an opt-out: in the same transaction the number joins
+the account's do-not-call list and its queued calls are canceled
+(`lifecycle.record_opt_out`), before the webhook is written.
 A row still pending `give_up_after_s` after the call ended is failed the same way
 without asking the LLM again; a process without an LLM does only that, so no call
 waits for ever for a summary (or its batch for completion).
@@ -29,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -44,9 +47,12 @@ from callfleet.agent.analysis import (
     PostcallResult,
     summarize_call,
 )
+from callfleet.clock import utcnow
 from callfleet.config import Settings
 from callfleet.dispatch import lifecycle
 from callfleet.dispatch.writer import GroupWriter
+from callfleet.domain.states import CallState, PostcallState
+from callfleet.store.batches import expand_stored_call
 from callfleet.store.tables import calls, transcript_turns
 
 __all__ = [
@@ -59,14 +65,13 @@ __all__ = [
     "release",
 ]
 
+DO_NOT_CONTACT = "DO_NOT_CONTACT"
+"""The disposition that puts the number on the do-not-call list."""
+
 log = structlog.get_logger(__name__)
 
 FAILURE_PREFIX = "Post-call summary and analysis failed: "
 """The `robot` transcript turn of a call whose post-call work failed starts so."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,9 @@ def claim_due(
     query = (
         sa.select(calls.c.id)
         .where(
-            calls.c.state == "ended",
+            calls.c.state == CallState.ENDED,
             calls.c.lease_until <= now,
-            calls.c.postcall_state == "pending",
+            calls.c.postcall_state == PostcallState.PENDING,
         )
         .order_by(calls.c.lease_until)
         .limit(limit)
@@ -133,7 +138,7 @@ def claim_due(
         sa.update(calls)
         .where(
             calls.c.id.in_(ids),
-            calls.c.postcall_state == "pending",
+            calls.c.postcall_state == PostcallState.PENDING,
             calls.c.lease_until <= now,
         )
         .values(lease_owner=worker, lease_until=now + timedelta(seconds=lease_s))
@@ -143,6 +148,7 @@ def claim_due(
             calls.c.webhook,
             calls.c.task,
             calls.c.params,
+            calls.c.request_data,
             calls.c.ended_at,
         )
     ).all()
@@ -159,11 +165,13 @@ def claim_due(
             batch_id=r.batch_id,
             webhook=r.webhook,
             ended_at=r.ended_at,
-            request=PostcallRequest.from_params(
-                r.params or {}, r.task, "\n".join(lines.get(r.id, ()))
-            ),
+            request=PostcallRequest.from_params(params, task, "\n".join(lines.get(r.id, ()))),
         )
         for r in rows
+        # A batch call's shared fields are stored once on its batch: merge them back.
+        for task, params, _vars in [
+            expand_stored_call(conn, r.batch_id, r.task, r.params, r.request_data)
+        ]
     ]
 
 
@@ -178,7 +186,7 @@ def record_result(
     """Record the work (`result`) or its failure (`error`), then settle the call: its
     webhook and its batch countdown. False: the lease was lost, nothing recorded."""
     values: dict[str, Any] = {
-        "postcall_state": "failed" if result is None else "done",
+        "postcall_state": PostcallState.FAILED if result is None else PostcallState.DONE,
         "lease_owner": None,
         "lease_until": None,
     }
@@ -193,12 +201,18 @@ def record_result(
         .where(
             calls.c.id == call.call_id,
             calls.c.lease_owner == worker,
-            calls.c.postcall_state == "pending",
+            calls.c.postcall_state == PostcallState.PENDING,
         )
         .values(**values)
+        .returning(calls.c.account_id, calls.c.to_number)
     )
-    if res.rowcount != 1:
+    updated = res.first()
+    if updated is None:
         return False
+    if result is not None and result.disposition_tag == DO_NOT_CONTACT:
+        lifecycle.record_opt_out(
+            conn, updated.account_id, call.call_id, updated.to_number, now, source="disposition"
+        )
     if result is None:
         conn.execute(
             sa.insert(transcript_turns).values(
@@ -217,10 +231,10 @@ def release(conn: Connection, worker: str, now: datetime) -> int:
     res = conn.execute(
         sa.update(calls)
         .where(
-            calls.c.state == "ended",
+            calls.c.state == CallState.ENDED,
             calls.c.lease_until.is_not(None),  # through the (state, lease_until) index
             calls.c.lease_owner == worker,
-            calls.c.postcall_state == "pending",
+            calls.c.postcall_state == PostcallState.PENDING,
         )
         .values(lease_owner=None, lease_until=now)
     )
@@ -271,7 +285,7 @@ class PostcallWorker:
             # Also rows a claim cancelled mid-flight committed without our knowing.
             try:
                 async with asyncio.timeout(5):
-                    await self.writer.run(lambda conn: release(conn, worker, _now()))
+                    await self.writer.run(lambda conn: release(conn, worker, utcnow()))
             except Exception:
                 log.warning("could not hand post-call work back; its lease will expire")
             self._task = None
@@ -280,7 +294,7 @@ class PostcallWorker:
             self._client = None
 
     async def claim(self, limit: int) -> list[PendingCall]:
-        options, worker, now = self.options, self.worker_id, _now()
+        options, worker, now = self.options, self.worker_id, utcnow()
         # Without an LLM this process only gives up on rows nobody has finished in time.
         stale = now - timedelta(seconds=options.give_up_after_s)
         ended_before = None if self.has_llm else stale
@@ -330,7 +344,7 @@ class PostcallWorker:
     async def _produce(self, call: PendingCall) -> tuple[PostcallResult | None, str | None]:
         options = self.options
         late = timedelta(seconds=options.give_up_after_s)
-        if call.ended_at is not None and _now() - call.ended_at > late:
+        if call.ended_at is not None and utcnow() - call.ended_at > late:
             minutes = options.give_up_after_s / 60
             return None, f"it did not finish within {minutes:g} minutes of the call's end."
         try:
@@ -358,7 +372,7 @@ class PostcallWorker:
             await asyncio.sleep(delay)
             try:
                 recorded = await self.writer.run(
-                    lambda conn: record_result(conn, call, worker, _now(), result, error)
+                    lambda conn: record_result(conn, call, worker, utcnow(), result, error)
                 )
             except Exception:
                 log.exception("recording post-call work failed; retrying", call_id=call.call_id)

@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
-from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 from sqlalchemy.engine import Connection
 
+from callfleet.clock import utcnow
 from callfleet.config import Settings
 from callfleet.dispatch import lifecycle
+from callfleet.dispatch.uploads import RecordingUploader
 from callfleet.dispatch.writer import GroupWriter
+from callfleet.domain.disclosures import DISCLOSURES_PARAM, disclosure_lines
+from callfleet.store.batches import expand_stored_call
+from callfleet.store.calls import batch_of
+from callfleet.store.recordings import mark_stored
 from callfleet.store.secrets import SecretBox
 from callfleet.telephony.carrier import Carrier, DialRequest, DialResult, Outcome, TrunkTarget
 
 __all__ = ["CallRunner"]
 
 log = structlog.get_logger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Events:
@@ -44,7 +47,7 @@ class _Events:
         call_id, worker = self._call_id, self._runner.worker_id
         try:
             await self._runner.writer.run(
-                lambda conn: lifecycle.mark_answered(conn, call_id, worker, _now())
+                lambda conn: lifecycle.mark_answered(conn, call_id, worker, utcnow())
             )
         except Exception:
             # Only the "live" marker is lost; the call goes on and its end (with the
@@ -62,8 +65,10 @@ class CallRunner:
         settings: Settings,
         worker_id: str,
         on_slot_freed: Callable[[], None] = lambda: None,
+        uploads: RecordingUploader | None = None,
     ) -> None:
         self.writer = writer
+        self.uploads = uploads
         self.carrier = carrier
         self.settings = settings
         self.worker_id = worker_id
@@ -86,9 +91,16 @@ class CallRunner:
         worker = self.worker_id
 
         def do_claim(conn: Connection) -> lifecycle.Claim | None:
-            return lifecycle.claim(
-                conn, call_id, attempt, worker, _now(), lease, self.settings.ring_timeout_s
+            claim = lifecycle.claim(
+                conn, call_id, attempt, worker, utcnow(), lease, self.settings.ring_timeout_s
             )
+            if claim is None or claim.task:
+                return claim
+            # A batch call's row holds only its own values; the batch holds the rest once.
+            task, params, variables = expand_stored_call(
+                conn, batch_of(conn, call_id), claim.task, claim.params, claim.request_data
+            )
+            return dataclasses.replace(claim, task=task, params=params, request_data=variables)
 
         try:
             claim = await self.writer.run(do_claim)
@@ -136,6 +148,12 @@ class CallRunner:
                 "call_id": claim.call_id,
                 "to": claim.to_number,
                 "from": claim.from_number,
+                # The operator's disclosure sentences the call's guard_rails ask for.
+                DISCLOSURES_PARAM: disclosure_lines(
+                    params.get("guard_rails"),
+                    ai_disclosure=self.settings.ai_disclosure,
+                    recording_disclosure=self.settings.recording_disclosure,
+                ),
             },
         )
         self.live[claim.call_id] = request
@@ -183,7 +201,7 @@ class CallRunner:
             await asyncio.sleep(interval)
             try:
                 wanted = await self.writer.run(
-                    lambda conn: lifecycle.heartbeat(conn, call_id, worker, _now(), lease)
+                    lambda conn: lifecycle.heartbeat(conn, call_id, worker, utcnow(), lease)
                 )
             except Exception:
                 log.warning("heartbeat failed; will retry", call_id=call_id)
@@ -203,21 +221,52 @@ class CallRunner:
             result.error_message = result.error_message or "Stopped before it was answered."
         worker = self.worker_id
         postcall = bool(self.settings.llm_base_url)  # summary and analysis need an LLM
+        upload = await self._upload(claim, result)
+
+        def end(conn: Connection) -> None:
+            if upload is not None and upload[1]:  # stored: say so before the webhook is built
+                mark_stored(conn, claim.call_id, upload[0])
+            lifecycle.finish(
+                conn,
+                claim.call_id,
+                claim.attempt,
+                result,
+                utcnow(),
+                worker=worker,
+                postcall=postcall,
+            )
+
         for delay in (0.0, 0.5, 2.0, 5.0):
             await asyncio.sleep(delay)
             try:
-                await self.writer.run(
-                    lambda conn: lifecycle.finish(
-                        conn,
-                        claim.call_id,
-                        claim.attempt,
-                        result,
-                        _now(),
-                        worker=worker,
-                        postcall=postcall,
-                    )
-                )
+                await self.writer.run(end)
+                if upload is not None and upload[1] and self.uploads is not None:
+                    await self.uploads.after_commit(upload[0], upload[2])
                 return
             except Exception:
                 log.exception("finish failed; retrying", call_id=claim.call_id)
         log.error("could not record the end of a call; the reaper will", call_id=claim.call_id)
+
+    async def _upload(
+        self, claim: lifecycle.Claim, result: DialResult
+    ) -> tuple[str, bool, Path] | None:
+        """Upload the attempt's recording before its end (and webhook) is recorded:
+        (key, stored now, local file), or None when there is none. The call then
+        points at the key, stored or still `uploading` (the outbox retries it)."""
+        if not result.recording_path or self.uploads is None:
+            return None
+        local = Path(result.recording_path)
+        if not await asyncio.to_thread(local.is_file):
+            return None
+        expires = self.uploads.expires_at(
+            result.ended_at or utcnow(), claim.params.get("retention_days")
+        )
+        try:
+            key, stored = await self.uploads.before_finish(
+                claim.call_id, claim.attempt, local, expires
+            )
+        except Exception:
+            log.exception("could not stage the recording's upload", call_id=claim.call_id)
+            return None
+        result.recording_path = key
+        return key, stored, local

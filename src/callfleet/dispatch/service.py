@@ -10,8 +10,10 @@ it the same way.
 The engine follows `CALLFLEET_ENGINE`: `inprocess` runs calls as tasks of this
 process; `procrastinate` defers jobs that `callfleet worker` processes run. Either
 way, admission and enqueue share one transaction, and the reaper's re-enqueues do
-too. The post-call loop (`postcall.py`) runs beside them in every process; a call
-ending here wakes it.
+too. With a `readiness` check (the agent's: `wiring.py` passes it), no pass runs
+while it says why calls cannot be held yet, so the first calls after start-up do
+not answer into silence while the speech engines load. The post-call loop
+(`postcall.py`) runs beside them in every process; a call ending here wakes it.
 """
 
 from __future__ import annotations
@@ -21,20 +23,26 @@ import contextlib
 import os
 import socket
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import timedelta
 
 import structlog
 from sqlalchemy.engine import Connection
 
+from callfleet.clock import utcnow
 from callfleet.config import Settings
 from callfleet.dispatch import hopper
 from callfleet.dispatch.engine import Engine, InProcessEngine
 from callfleet.dispatch.leader import Leader, NotLeaderError, PgLeader, SoloLeader
-from callfleet.dispatch.limits import TokenBuckets
+from callfleet.dispatch.limits import TokenBuckets, max_live_calls
 from callfleet.dispatch.postcall import PostcallWorker
+from callfleet.dispatch.reach import ReachPolicy
 from callfleet.dispatch.runner import CallRunner
+from callfleet.dispatch.uploads import RecordingUploader, sweep_retention
 from callfleet.dispatch.writer import GroupWriter
 from callfleet.metrics import DispatchMetrics
+from callfleet.storage import open_storage
+from callfleet.store import events, idempotency_keys
 from callfleet.store.db import Database
 from callfleet.telephony.carrier import Carrier
 
@@ -42,9 +50,7 @@ __all__ = ["Dispatcher", "make_engine"]
 
 log = structlog.get_logger(__name__)
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+_READY_POLL_S = 0.1
 
 
 def make_engine(settings: Settings, db: Database, runner: CallRunner) -> Engine:
@@ -65,14 +71,23 @@ class Dispatcher:
         *,
         engine: Engine | None = None,
         leader: Leader | None = None,
+        readiness: Callable[[], str | None] | None = None,
     ) -> None:
+        """`readiness`: None when calls may be placed, else why not (checked before
+        every admission pass)."""
         self.db = db
+        self.readiness = readiness
         self.settings = settings
         self.carrier = carrier
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.writer = GroupWriter(db)
         self.postcall = PostcallWorker(self.writer, settings, self.worker_id)
-        self.runner = CallRunner(self.writer, carrier, settings, self.worker_id, self._call_ended)
+        self.uploads = RecordingUploader(
+            self.writer, open_storage(settings.storage_location), settings
+        )
+        self.runner = CallRunner(
+            self.writer, carrier, settings, self.worker_id, self._call_ended, self.uploads
+        )
         self.engine: Engine = engine or make_engine(settings, db, self.runner)
         self.metrics = DispatchMetrics()
         if leader is None:
@@ -89,9 +104,19 @@ class Dispatcher:
                 )
         self.leader: Leader = leader
         self.buckets = TokenBuckets()
+        self.reach = ReachPolicy.from_settings(settings)
+        # The in-process engine runs every admitted call here, so the hopper holds the
+        # process cap; procrastinate workers run the calls and each caps itself.
+        self.max_live: int | None = (
+            max_live_calls(settings) if settings.engine == "inprocess" else None
+        )
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+
+    def not_ready(self) -> str | None:
+        """Why this process places no call yet (its agent is loading), or None."""
+        return self.readiness() if self.readiness is not None else None
 
     def wake(self) -> None:
         """Run the next admission pass now (a slot freed, a batch arrived)."""
@@ -112,6 +137,7 @@ class Dispatcher:
     async def start(self) -> None:
         self.writer.start()
         await self.postcall.start()
+        await self.uploads.start()
         await self.engine.open()
         await self.leader.start()
         self.metrics.leader.set(1.0 if self.leader.is_leader else 0.0)
@@ -138,19 +164,23 @@ class Dispatcher:
         await self.leader.close()  # hand the hopper over at once
         await self.engine.shutdown(deadline_s)
         await self.postcall.stop()
+        await self.uploads.stop()
         self.writer.stop()
 
     async def admit_once(self) -> hopper.Admission:
         settings, buckets, engine, leader = self.settings, self.buckets, self.engine, self.leader
+        max_live = self.max_live
 
         def do_pass(conn: Connection) -> hopper.Admission:
             leader.fence(conn)
             admission = hopper.admission_pass(
                 conn,
-                _now(),
+                utcnow(),
                 default_cap=settings.account_concurrency,
                 default_cps=settings.default_cps,
                 buckets=buckets,
+                max_live=max_live,
+                reach=self.reach,
             )
             engine.enqueue(conn, admission.jobs)
             return admission
@@ -168,8 +198,10 @@ class Dispatcher:
 
         def do_reap(conn: Connection) -> list[hopper.Job]:
             stale = hopper.reap(
-                conn, _now(), lease_s=settings.lease_s, grace_s=settings.watchdog_grace_s
+                conn, utcnow(), lease_s=settings.lease_s, grace_s=settings.watchdog_grace_s
             )
+            idempotency_keys.sweep(conn, utcnow() - timedelta(hours=settings.idempotency_ttl_hours))
+            events.prune_events(conn, utcnow() - timedelta(hours=settings.events_ttl_hours))
             return engine.requeue(conn, stale)
 
         jobs = await self.writer.run(do_reap)
@@ -180,6 +212,7 @@ class Dispatcher:
         requeued = await self.engine.reap()
         if requeued:
             self.metrics.requeued.inc(requeued)
+        await sweep_retention(self.writer, self.uploads.storage)
 
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
@@ -188,7 +221,18 @@ class Dispatcher:
                 await self._wake.wait()
 
     async def _hopper_loop(self) -> None:
+        waiting_said = False
         while not self._stopping:
+            waiting = self.not_ready()
+            if waiting is not None:
+                if not waiting_said:
+                    log.info("admitting no calls yet", reason=waiting)
+                    waiting_said = True
+                await asyncio.sleep(_READY_POLL_S)
+                continue
+            if waiting_said:
+                log.info("ready: admitting calls")
+                waiting_said = False
             if not self.leader.is_leader:
                 await self._idle(self.settings.leader_interval_s)
                 continue

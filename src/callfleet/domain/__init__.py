@@ -6,6 +6,13 @@ exhaustively: reading phone numbers into E.164 and finding the callee's time
 zone (`phones`), filling prompt placeholders from a row (`templating`), the
 hours a callee may be rung (`windows`), when to try again (`retry`), and the
 field-by-field validation errors they all report (`errors`).
+
+A call's Send Call fields have one way in: their typed model, limits, defaults,
+legacy aliases and checks (`call_fields`), the shape of a user-supplied URL
+(`urls`), the requests of `tools` and `dynamic_data` (`tools`), what the agent
+makes of the stored fields (`conversation`), and which accepted fields have no
+effect in a deployment (`capabilities`). The API validates with these and the
+agent acts on what they parse; neither re-parses the other's way.
 """
 
 from .errors import FieldError, InvalidInput

@@ -9,15 +9,21 @@ of Google's libphonenumber). Anything it rejects comes back as a
 One deliberate exception: the fictional range NPA-555-0100..0199 is accepted for
 every area code in use, because the phone simulator and the docs use those
 numbers, and libphonenumber rejects them for the Caribbean members of the NANP.
-`timezone_for_number` gives the IANA zone the calling-window logic needs.
+`timezones_for_number` gives every IANA zone the callee may be in, which the
+calling-window logic needs: one for most numbers, several for an area code that
+straddles a zone line, the 50 US states' zones for a toll-free or other
+non-geographic North American number, and every zone of the country for a
+country-wide number. `timezone_for_number` is the zone when there is exactly one.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
+from phonenumbers.geodata import GEOCODE_DATA
 from phonenumbers.timezone import (
     UNKNOWN_TIMEZONE,
     time_zones_for_geographical_number,
@@ -25,7 +31,30 @@ from phonenumbers.timezone import (
 )
 from phonenumbers.tzdata import TIMEZONE_DATA
 
-__all__ = ["PhoneNumberError", "normalize_phone", "timezone_for_number"]
+__all__ = [
+    "US_ZONES",
+    "PhoneNumberError",
+    "area_of",
+    "country_of",
+    "is_fictional_number",
+    "state_of",
+    "normalize_phone",
+    "timezone_for_number",
+    "timezones_for_number",
+]
+
+US_ZONES = (
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Phoenix",
+    "America/Los_Angeles",
+    "America/Anchorage",
+    "Pacific/Honolulu",
+)
+"""Where a toll-free or other non-geographic North American callee may be: the zones
+of the 50 US states, Eastern to Hawaii. A call to such a number goes only while
+the window is open in all of them (a 09:00-20:00 window: about 14:00-20:00 Eastern)."""
 
 _EXAMPLE = "+14155550123"
 _HOW_TO_WRITE = f"write it in E.164 form like {_EXAMPLE}"
@@ -104,33 +133,181 @@ def _nanp_digits(digits: str, international: bool) -> str | None:
 
 
 def timezone_for_number(e164: str) -> str | None:
-    """Return the IANA time zone of the callee of `e164`, or None when unknown (cached)."""
+    """The IANA time zone of the callee of `e164` when it is the only candidate, else None."""
+    zones = timezones_for_number(e164)
+    return zones[0] if len(zones) == 1 else None
+
+
+def timezones_for_number(e164: str) -> tuple[str, ...]:
+    """Every IANA zone the callee of `e164` may be in; empty when unknown (cached).
+
+    A caller must treat several zones as all possible: a call goes only when its
+    window is open in every one of them.
+    """
     nanp = e164[2:] if e164.startswith("+1") and len(e164) == 12 else None
     key = _nanp_prefix(nanp) if nanp is not None else None
     if key is not None:
         # A North American zone depends on the area code and exchange only (the
         # 555 exchange is special: only its fictional 01XX range is valid).
         if key not in _NANP_ZONES:
-            _NANP_ZONES[key] = _timezone_for_number(e164)
+            _NANP_ZONES[key] = _timezones_for_number(e164)
         return _NANP_ZONES[key]
-    return _timezone_for_number(e164)
+    return _timezones_for_number(e164)
 
 
-_NANP_ZONES: dict[str, str | None] = {}
+def is_fictional_number(e164: str) -> bool:
+    """True for the North American fictional range NPA-555-0100..0199 (the simulator's)."""
+    return e164.startswith("+1") and len(e164) == 12 and _is_fictional_nanp_digits(e164[2:])
 
 
-def _timezone_for_number(e164: str) -> str | None:
-    """Return the IANA time zone of the callee of `e164`, or None when unknown.
+_NANP_ZONES: dict[str, tuple[str, ...]] = {}
 
-    A North American number gives its area code's zone (`+12125550123` ->
-    `America/New_York`). When the geodata lists several zones (a country-wide
-    or toll-free number, or an area code that straddles a zone line) the first
-    one is returned, which is deterministic because the data is sorted.
+
+def area_of(e164: str) -> str | None:
+    """The North American area code of `e164` (`"212"`), or None outside +1."""
+    return e164[2:5] if e164.startswith("+1") and len(e164) == 12 else None
+
+
+def country_of(e164: str) -> str | None:
+    """The ISO region of `e164` (`"US"`, `"CA"`, `"GB"`), or None when unknown (cached:
+    by area code in North America, where the area code decides it)."""
+    area = area_of(e164)
+    return _country_of(e164[:5] + "2345678" if area is not None else e164)
+
+
+@functools.lru_cache(maxsize=65536)
+def _country_of(e164: str) -> str | None:
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+    except NumberParseException:
+        return None
+    return region if region and region != "ZZ" else None
+
+
+def state_of(e164: str) -> str | None:
+    """The US state or Canadian province (two letters) of a North American number's
+    area code, or None (toll-free, unknown, outside +1)."""
+    area = area_of(e164)
+    return _area_states().get(area) if area is not None else None
+
+
+@functools.cache
+def _area_states() -> dict[str, str]:
+    """Each area code's state, read once from libphonenumber's geocoding data.
+
+    It describes an area code by its state ("California") or by a city in it
+    ("New York, NY"), mostly at the area code itself, sometimes only exchange by
+    exchange (310): then the state most of its exchanges name.
+    """
+    votes: dict[str, collections.Counter[str]] = {}
+    exact: dict[str, str] = {}
+    for prefix, entry in GEOCODE_DATA.items():
+        if not prefix.startswith("1") or len(prefix) < 4:
+            continue
+        code = _state_code(entry.get("en", "") if isinstance(entry, dict) else "")
+        if code is None:
+            continue
+        if len(prefix) == 4:
+            exact[prefix[1:]] = code
+        else:
+            votes.setdefault(prefix[1:4], collections.Counter())[code] += 1
+    states = {area: counter.most_common(1)[0][0] for area, counter in votes.items()}
+    states.update(exact)
+    return states
+
+
+def _state_code(name: str) -> str | None:
+    if ", " in name:
+        code = name.rsplit(", ", 1)[1]
+        return code if len(code) == 2 else None
+    return _STATE_CODES.get(name)
+
+
+_STATE_CODES = {
+    "Alabama": "AL",
+    "Alaska": "AK",
+    "Arizona": "AZ",
+    "Arkansas": "AR",
+    "California": "CA",
+    "Colorado": "CO",
+    "Connecticut": "CT",
+    "Delaware": "DE",
+    "Washington D.C.": "DC",
+    "Florida": "FL",
+    "Georgia": "GA",
+    "Hawaii": "HI",
+    "Idaho": "ID",
+    "Illinois": "IL",
+    "Indiana": "IN",
+    "Iowa": "IA",
+    "Kansas": "KS",
+    "Kentucky": "KY",
+    "Louisiana": "LA",
+    "Maine": "ME",
+    "Maryland": "MD",
+    "Massachusetts": "MA",
+    "Michigan": "MI",
+    "Minnesota": "MN",
+    "Mississippi": "MS",
+    "Missouri": "MO",
+    "Montana": "MT",
+    "Nebraska": "NE",
+    "Nevada": "NV",
+    "New Hampshire": "NH",
+    "New Jersey": "NJ",
+    "New Mexico": "NM",
+    "New York": "NY",
+    "North Carolina": "NC",
+    "North Dakota": "ND",
+    "Ohio": "OH",
+    "Oklahoma": "OK",
+    "Oregon": "OR",
+    "Pennsylvania": "PA",
+    "Rhode Island": "RI",
+    "South Carolina": "SC",
+    "South Dakota": "SD",
+    "Tennessee": "TN",
+    "Texas": "TX",
+    "Utah": "UT",
+    "Vermont": "VT",
+    "Virginia": "VA",
+    "Washington": "WA",
+    "West Virginia": "WV",
+    "Wisconsin": "WI",
+    "Wyoming": "WY",
+    "Puerto Rico": "PR",
+    "Alberta": "AB",
+    "British Columbia": "BC",
+    "Manitoba": "MB",
+    "New Brunswick": "NB",
+    "Newfoundland and Labrador": "NL",
+    "Nova Scotia": "NS",
+    "Ontario": "ON",
+    "Prince Edward Island": "PE",
+    "Quebec": "QC",
+    "Saskatchewan": "SK",
+    # As the data spells them.
+    "Washington State": "WA",
+    "British Colombia": "BC",
+    "Nova Scotia/Prince Edward Island": "NS",
+    "Northwest Territories/Nunavut/Yukon": "NT",
+}
+"""US states and Canadian provinces as libphonenumber names them, to their codes."""
+
+
+def _timezones_for_number(e164: str) -> tuple[str, ...]:
+    """Every IANA zone of the callee of `e164`, uncached; empty when unknown.
+
+    A North American number with a geographic area code gives its area code's
+    zones (`+12125550123` -> `America/New_York`; parts of 208 are in Boise's and
+    Los Angeles's). Any other North American number (toll-free, say) gets
+    `US_ZONES`, never the whole +1 list, which starts at America/Adak. Elsewhere a
+    country-wide number gets every zone of its country.
     """
     try:
         number = phonenumbers.parse(e164, None)
     except NumberParseException:
-        return None
+        return ()
     if _has_geographic_area_code(number) and (
         phonenumbers.is_valid_number(number) or _is_fictional_nanp(number)
     ):
@@ -140,13 +317,13 @@ def _timezone_for_number(e164: str) -> str | None:
         # list, and gives up on the fictional numbers it calls invalid. The prefix
         # lookup underneath it knows the area code's zone in both cases.
         zones = time_zones_for_geographical_number(number)
-    elif phonenumbers.is_valid_number(number):
-        zones = time_zones_for_number(number)
+    elif not phonenumbers.is_valid_number(number):
+        return ()
+    elif number.country_code == 1:
+        return US_ZONES
     else:
-        return None
-    if not zones or zones[0] == UNKNOWN_TIMEZONE:
-        return None
-    return zones[0]
+        zones = time_zones_for_number(number)
+    return tuple(sorted(z for z in zones if z != UNKNOWN_TIMEZONE))
 
 
 def _as_text(raw: object) -> str:

@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from .errors import FieldError, InvalidInput
+from .states import Outcome
 
 __all__ = ["NO_RETRY", "RETRYABLE_OUTCOMES", "RetryPolicy", "parse_retry", "retry_delay"]
 
-RETRYABLE_OUTCOMES = frozenset({"no-answer", "busy", "voicemail", "failed"})
+RETRYABLE_OUTCOMES = frozenset({Outcome.NO_ANSWER, Outcome.BUSY, Outcome.VOICEMAIL, Outcome.FAILED})
 """The call outcomes a policy may retry on."""
 
-_NEVER_RETRIED = {
-    "declined": "the callee refused the call, and a refusal is never retried",
-    "canceled": "a canceled call was stopped on purpose and is never retried",
-    "completed": "a completed call reached the callee and is never retried",
+_NEVER_RETRIED: dict[str, str] = {
+    Outcome.DECLINED: "the callee refused the call, and a refusal is never retried",
+    Outcome.CANCELED: "a canceled call was stopped on purpose and is never retried",
+    Outcome.COMPLETED: "a completed call reached the callee and is never retried",
 }
-_DEFAULT_ON = frozenset({"no-answer", "busy", "failed"})
+_DEFAULT_ON = frozenset({Outcome.NO_ANSWER, Outcome.BUSY, Outcome.FAILED})
 _MAX_ATTEMPTS = 10
 _MAX_DELAY_MINUTES = 7 * 24 * 60
 _OUR_KEYS = ("max_attempts", "delay_minutes", "on")
@@ -189,7 +190,7 @@ def _parse_legacy(
         )
     if wait is None:
         return None
-    return RetryPolicy(2, wait / 60, frozenset({"voicemail"}))
+    return RetryPolicy(2, wait / 60, frozenset({Outcome.VOICEMAIL}))
 
 
 def _number(

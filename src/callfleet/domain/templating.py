@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Mapping
 
-__all__ = ["MissingVariables", "placeholders", "render"]
+__all__ = ["MissingVariables", "fill", "placeholders", "render", "segments"]
 
 _PLACEHOLDER = re.compile(
     r"\{\{\s*(?P<double>[^{}\"\s](?:[^{}\"\r\n]*[^{}\"\s])?)\s*\}\}"
@@ -57,6 +57,13 @@ def placeholders(template: str) -> list[str]:
     return list(dict.fromkeys(_split(template)[1]))
 
 
+def segments(template: str) -> list[tuple[str, str | None]]:
+    """`template` as (literal text, placeholder name or None) pairs, in order: what a
+    page needs to show the placeholders marked."""
+    literals, names = _split(template)
+    return [*zip(literals, names, strict=False), (literals[-1], None)]
+
+
 def render(template: str, values: Mapping[str, object]) -> str:
     """Return `template` with every placeholder replaced by its value from `values`.
 
@@ -83,6 +90,19 @@ def render(template: str, values: Mapping[str, object]) -> str:
     if missing is not None:
         raise MissingVariables(list(dict.fromkeys(missing)))
     return "".join(parts)
+
+
+def fill(template: str, values: Mapping[str, object], *, default: str | None = "") -> str:
+    """`template` with `{{name}}` filled from `values`; a missing name becomes `default`,
+    or stays as written (`{{name}}`) when `default` is None."""
+    names = placeholders(template)
+    if not names:
+        return template
+    filled = {
+        n: values[n] if n in values else ("{{" + n + "}}" if default is None else default)
+        for n in names
+    }
+    return render(template, filled)
 
 
 @functools.lru_cache(maxsize=128)

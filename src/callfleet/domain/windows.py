@@ -10,6 +10,14 @@ times. `parse_window` reads the API's `calling_window` object; `is_open`,
 `next_open` and `closes_at` answer the dispatcher's questions for an instant in
 UTC. They run for every queued call on every scheduling pass, so time zones are
 looked up once and cached.
+
+Two rules bound every window. The operator's calling hours (`parse_calling_hours`,
+the TCPA's 08:00-21:00 by default) are a floor read in the callee's time: a
+tenant's window is intersected with them (`narrow`), never widened. And a callee
+who may be in several zones (a toll-free number, an area code across a zone
+line) may be called only while the window is open in every one of them:
+`callee_rules` turns a window, the floor and the candidate zones into the rules
+that must all hold, and `all_open` / `next_open_all` answer for all of them at once.
 """
 
 from __future__ import annotations
@@ -23,15 +31,23 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from .errors import FieldError, InvalidInput
+from .phones import is_fictional_number, timezones_for_number
 
 __all__ = [
     "DEFAULT_WINDOW",
     "UNRESTRICTED",
     "CallingWindow",
+    "Rule",
+    "all_open",
+    "callee_rules",
     "closes_at",
     "is_open",
+    "narrow",
     "next_open",
+    "next_open_all",
+    "parse_calling_hours",
     "parse_window",
+    "rules_for_call",
 ]
 
 MINUTES_PER_DAY = 24 * 60
@@ -211,6 +227,119 @@ def closes_at(window: CallingWindow, zone: str | None, now: datetime) -> datetim
         if not _open_at(window, change.astimezone(place)):
             return change
     return closing
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One condition on the instant of a call: `window` is open, read in `zone`."""
+
+    window: CallingWindow
+    zone: str | None
+
+
+def parse_calling_hours(text: str) -> CallingWindow | None:
+    """The operator's calling hours from `"08:00-21:00"`; None for `"off"`.
+
+    Raises ValueError saying how to write it.
+    """
+    value = text.strip().lower()
+    if value == "off":
+        return None
+    start_text, dash, end_text = value.partition("-")
+    errors: list[FieldError] = []
+    start = _parse_clock(start_text.strip(), 0, "start", errors, is_end=False)
+    end = _parse_clock(end_text.strip(), 0, "end", errors, is_end=True)
+    if not dash or errors or start is None or end is None or start >= end:
+        raise ValueError(
+            f"{text!r} is not a range of calling hours; write it like 08:00-21:00 "
+            "(start before end, 24-hour clock), or off for no floor"
+        )
+    return CallingWindow(start, end, _ALL_DAYS, None)
+
+
+def narrow(window: CallingWindow, floor: CallingWindow | None) -> tuple[CallingWindow, bool]:
+    """`window` within the operator's `floor`, and whether that made it narrower.
+
+    A window with its own `timezone` is returned whole (the floor is read in the
+    callee's zone, so it stays a rule of its own, see `callee_rules`); it counts as
+    narrowed when its hours reach outside the floor's. Raises ValueError when the
+    window and the floor share no minute.
+    """
+    if floor is None:
+        return window, False
+    start = max(window.start_minute, floor.start_minute)
+    end = min(window.end_minute, floor.end_minute)
+    narrowed = (start, end) != (window.start_minute, window.end_minute)
+    if window.timezone is not None:
+        return window, narrowed
+    if start >= end:
+        raise ValueError(
+            f"the window {_format_clock(window.start_minute)}-{_format_clock(window.end_minute)} "
+            f"is outside the operator's calling hours "
+            f"{_format_clock(floor.start_minute)}-{_format_clock(floor.end_minute)} "
+            "(the callee's local time); choose hours inside them"
+        )
+    return CallingWindow(start, end, window.days, None), narrowed
+
+
+def callee_rules(
+    window: CallingWindow, zones: tuple[str, ...], floor: CallingWindow | None
+) -> tuple[Rule, ...]:
+    """The rules a call to a callee who may be in any of `zones` must all meet.
+
+    `window` is the tenant's window already `narrow`ed; `floor` is the operator's
+    hours (None: no floor, or the number is exempt). A window without its own
+    zone and the floor are read in every candidate zone. `zones` may not be
+    empty: an unknown zone is never taken to be UTC.
+    """
+    if not zones:
+        raise ValueError("no candidate time zone for the callee")
+    rules: list[Rule] = []
+    if window.timezone is not None:
+        rules.append(Rule(window, window.timezone))
+        if floor is not None:
+            rules.extend(Rule(floor, zone) for zone in zones)
+    else:
+        merged = window if floor is None else narrow(window, floor)[0]
+        rules.extend(Rule(merged, zone) for zone in zones)
+    return tuple(rule for rule in rules if not rule.window.unrestricted)
+
+
+def rules_for_call(
+    window: CallingWindow, to: str, zone: str | None, floor: CallingWindow | None
+) -> tuple[Rule, ...] | None:
+    """The rules for a call to `to`: `zone` if the caller gave one, else every zone
+    the number may be in; the floor unless `to` is a fictional number. None when
+    the callee's zone is unknown (the caller must ask for one, never assume UTC)."""
+    zones = (zone,) if zone else timezones_for_number(to)
+    if not zones:
+        return None
+    return callee_rules(window, zones, None if is_fictional_number(to) else floor)
+
+
+def all_open(rules: tuple[Rule, ...], now: datetime) -> bool:
+    """True if every rule allows a call at the aware instant `now`."""
+    return all(is_open(rule.window, rule.zone, now) for rule in rules)
+
+
+def next_open_all(rules: tuple[Rule, ...], now: datetime) -> datetime | None:
+    """The first instant at or after `now` when every rule is open; None if none is
+    within two weeks (the rules never meet: the caller must say so, not guess)."""
+    _require_aware(now)
+    horizon = now + timedelta(days=_DAYS_TO_SEARCH)
+    instant = now
+    while instant <= horizon:
+        # Each rule's next opening is no later than the first instant they all
+        # share, so moving to it never skips that instant; when no rule moves,
+        # they all hold.
+        moved = False
+        for rule in rules:
+            if not is_open(rule.window, rule.zone, instant):
+                instant = next_open(rule.window, rule.zone, instant)
+                moved = True
+        if not moved:
+            return instant
+    return None
 
 
 def _next_start(window: CallingWindow, place: tzinfo, today: date, now: datetime) -> datetime:

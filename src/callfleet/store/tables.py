@@ -77,6 +77,9 @@ accounts = sa.Table(
     sa.Column("webhook_secret", sa.String(100), nullable=False),
     sa.Column("concurrency_cap", sa.Integer, nullable=True),
     _created(),
+    # After a rotation deliveries are signed with this one too, until it expires.
+    sa.Column("previous_webhook_secret", sa.String(100), nullable=True),
+    sa.Column("previous_webhook_secret_expires_at", UTCDateTime(), nullable=True),
 )
 
 api_keys = sa.Table(
@@ -89,6 +92,8 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     _created(),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    # Written at most once a minute per key (see store.accounts.LAST_USED_EVERY).
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
 )
 
 trunks = sa.Table(
@@ -120,6 +125,17 @@ numbers = sa.Table(
     sa.Column("trunk_id", sa.String(36), sa.ForeignKey("trunks.id"), nullable=True),
     _created(),
     sa.UniqueConstraint("account_id", "phone_number"),
+    # Caller-ID health (store/numbers.py): the pool a `from` of "pool:NAME" picks from,
+    # when (and why) the number was paused, where its `number.paused` event goes, when
+    # a call last went out from it, and since when its 7-day figures count (a resume
+    # starts them afresh).
+    sa.Column("pool", sa.String(15), nullable=True),
+    sa.Column("paused_at", UTCDateTime(), nullable=True),
+    sa.Column("paused_reason", sa.Text, nullable=True),
+    sa.Column("webhook", sa.String(2048), nullable=True),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.Column("health_from", UTCDateTime(), nullable=True),
+    sa.Index(None, "account_id", "pool"),
 )
 
 campaigns = sa.Table(
@@ -142,7 +158,7 @@ batches = sa.Table(
     sa.Column("base_prompt", sa.Text, nullable=False),
     sa.Column("call_params", JSONType, nullable=False),
     sa.Column("endpoint_code", sa.String(20), nullable=False, server_default="api"),
-    sa.Column("status", sa.String(20), nullable=False),  # running | stopped | completed
+    sa.Column("status", sa.String(20), nullable=False),  # running | paused | stopped | completed
     sa.Column("test_mode", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("batch_webhook", sa.String(2048), nullable=True),
     sa.Column("total_calls", sa.Integer, nullable=False),
@@ -150,6 +166,12 @@ batches = sa.Table(
     _created(),
     sa.Column("stopped_at", UTCDateTime(), nullable=True),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
+    # The names of the rows' own columns (request_data keys) in input order, for the
+    # export: PostgreSQL's JSONB does not keep an object's key order. NULL: none yet.
+    sa.Column("row_columns", JSONType, nullable=True),
+    # A rehearsal (`"rehearsal": true`): its calls dial the phone simulator's personas
+    # in place of the batch's first rows, never through a trunk.
+    sa.Column("rehearsal", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index(None, "account_id", "created_at"),
     sa.Index(None, "account_id", "campaign_id"),
 )
@@ -209,10 +231,29 @@ calls = sa.Table(
     sa.Column("model", sa.String(100), nullable=True),
     sa.Column("latency", JSONType, nullable=True),
     sa.Column("postcall_state", sa.String(12), nullable=True),
+    # A rehearsal call: the row it stood in for ({"index", "phone_number", "persona",
+    # "dialled"}); NULL for every real call. Dispatch routes such a call to the
+    # built-in simulator whatever trunks the account has.
+    sa.Column("rehearsal_of", JSONType, nullable=True),
+    # The recording's life (store/recordings.py): null (none), uploading, stored,
+    # deleted, expired, erased, lost; when the sweeper deletes it; when it went.
+    sa.Column("recording_state", sa.String(12), nullable=True),
+    sa.Column("recording_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("recording_removed_at", UTCDateTime(), nullable=True),
+    # The callee asked on this call not to be called again (or its post-call
+    # disposition was DO_NOT_CONTACT): the number went on the account's DNC with it.
+    sa.Column("opted_out", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Why a queued call is held past its window (the daily cap on its number, say).
+    sa.Column("waiting_reason", sa.Text, nullable=True),
     sa.Index(None, "account_id", "state", "not_before"),
+    sa.Index(None, "account_id", "to_number"),
+    sa.Index(None, "recording_state", "recording_expires_at"),
     sa.Index(None, "batch_id", "seq"),
     sa.Index(None, "account_id", "created_at"),
     sa.Index(None, "state", "lease_until"),
+    # Caller-ID health counts a number's dials (the daily cap a callee's: the index
+    # on account_id, to_number above).
+    sa.Index(None, "account_id", "from_number", "admitted_at"),
 )
 
 call_attempts = sa.Table(
@@ -248,6 +289,8 @@ dnc = sa.Table(
     sa.Column("reason", sa.String(500), nullable=True),
     sa.Column("source", sa.String(20), nullable=False),
     _created(),
+    # The call on which the callee opted out (source `call` or `disposition`).
+    sa.Column("call_id", sa.String(36), nullable=True),
     sa.PrimaryKeyConstraint("account_id", "phone_number"),
 )
 
@@ -264,6 +307,8 @@ idempotency_keys = sa.Table(
     _created(),
     sa.Column("locked_until", UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint("account_id", "key"),
+    # Expired keys are swept oldest first (store.idempotency_keys.sweep).
+    sa.Index(None, "created_at"),
 )
 
 webhook_deliveries = sa.Table(
@@ -285,6 +330,25 @@ webhook_deliveries = sa.Table(
     _created(),
     sa.Column("delivered_at", UTCDateTime(), nullable=True),
     sa.Index(None, "state", "next_attempt_at"),
+)
+
+# Live progress (store/events.py): one row per call or batch event, written in the
+# transaction of the state change it reports; its id is the stream's `id:`.
+EventId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", EventId, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(36), nullable=False),
+    sa.Column("batch_id", sa.String(36), nullable=True),
+    sa.Column("call_id", sa.String(36), nullable=True),
+    sa.Column("kind", sa.String(24), nullable=False),
+    sa.Column("payload", JSONType, nullable=False),
+    _created(),
+    sa.Index(None, "account_id", "id"),
+    sa.Index(None, "batch_id", "id"),
+    sa.Index(None, "created_at"),
 )
 
 webhook_attempts = sa.Table(
@@ -316,4 +380,39 @@ call_analyses = sa.Table(
     sa.Column("questions", JSONType, nullable=False),
     sa.Column("answers", JSONType, nullable=False),
     _created(),
+)
+
+
+recording_uploads = sa.Table(
+    # The durable record of a recording still on the disk of the machine that carried
+    # the call (`node`): written before the upload, deleted in the transaction that
+    # records it done (dispatch/uploads.py retries what is left).
+    "recording_uploads",
+    metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("call_id", sa.String(36), sa.ForeignKey("calls.id"), nullable=False, index=True),
+    sa.Column("node", sa.String(64), nullable=False),
+    sa.Column("local_path", sa.String(1000), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    _created(),
+    sa.Index(None, "node", "next_attempt_at"),
+)
+
+erasures = sa.Table(
+    # The audit of `POST /v1/erasure`: who asked (the API key's id), when, for which
+    # number (hashed, never in clear) and how much was erased.
+    "erasures",
+    metadata,
+    _id(),
+    _account(),
+    sa.Column("key_id", sa.String(36), nullable=True),
+    sa.Column("number_hash", sa.String(64), nullable=False),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("recordings", sa.Integer, nullable=False),
+    sa.Column("transcript_turns", sa.Integer, nullable=False),
+    sa.Column("analyses", sa.Integer, nullable=False),
+    _created(),
+    sa.Index(None, "account_id", "created_at"),
 )

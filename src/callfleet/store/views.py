@@ -17,16 +17,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from callfleet.domain.latency import batch_latency
+from callfleet.domain.states import ACTIVE_STATES, CallState
+from callfleet.store.batches import expand_stored_call, get_batch
+from callfleet.store.calls import batch_calls
 from callfleet.store.tables import batches, calls, transcript_turns
 
 __all__ = [
     "LENGTH_BUCKETS",
     "batch_analysis",
+    "batch_details",
     "batch_object",
     "batch_webhook_payload",
     "call_details",
     "call_summary",
+    "call_transcripts",
     "public_call_params",
+    "transcript_turn",
 ]
 
 LENGTH_BUCKETS: tuple[tuple[str, float, float], ...] = (
@@ -69,7 +75,7 @@ def call_summary(row: Row[Any]) -> dict[str, Any]:
         "createdAt": iso(row.created_at),
         "to": row.to_number,
         "from": row.from_number or "",
-        "completed": row.state == "ended",
+        "completed": row.state == CallState.ENDED,
         "queue_status": row.queue_status,
         "status": row.status,
         "call_length": row.call_length or 0.0,
@@ -77,12 +83,30 @@ def call_summary(row: Row[Any]) -> dict[str, Any]:
         "error_message": row.error_message or "",
         "batch_id": row.batch_id or "",
         "attempt": row.attempt,
-        "scheduled_for": iso(row.not_before) if row.state == "queued" else None,
+        "scheduled_for": iso(row.not_before) if row.state == CallState.QUEUED else None,
+        # Why a queued call waits past its window (the daily cap, a paused caller ID).
+        "waiting_reason": row.waiting_reason if row.state == CallState.QUEUED else None,
+        "summary": row.summary,
+        "disposition_tag": row.disposition_tag,
+        "analysis": row.analysis,
+        # The callee asked on this call not to be called again (dispatch.lifecycle).
+        "opted_out": bool(row.opted_out),
+        "metadata": _listed_metadata(row),
+        # A rehearsal call: the row it stood in for and the persona that answered.
+        "rehearsal_of": row.rehearsal_of,
     }
 
 
-def _variables(row: Row[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = dict(row.request_data or {})
+def _listed_metadata(row: Row[Any]) -> Any:
+    """The call's own `metadata`, else its batch's (when the row was read with it)."""
+    if row.metadata is not None:
+        return row.metadata
+    shared = row._mapping.get("batch_call_params")
+    return shared.get("metadata") if isinstance(shared, dict) else None
+
+
+def _variables(row: Row[Any], request_data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(request_data)
     out.update(
         {
             "call_id": row.id,
@@ -99,26 +123,34 @@ def _variables(row: Row[Any]) -> dict[str, Any]:
     return {k: _text(v) for k, v in out.items()}
 
 
+def transcript_turn(row: Row[Any]) -> dict[str, Any]:
+    """One line of a call's `transcripts`."""
+    return {"id": row.id, "created_at": iso(row.created_at), "text": row.text, "user": row.user}
+
+
+def call_transcripts(conn: Connection, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each call's transcript turns in the order they were said (500 calls per query)."""
+    turns: dict[str, list[dict[str, Any]]] = {i: [] for i in call_ids}
+    for start in range(0, len(call_ids), 500):
+        for t in conn.execute(
+            sa.select(transcript_turns)
+            .where(transcript_turns.c.call_id.in_(call_ids[start : start + 500]))
+            .order_by(transcript_turns.c.id)
+        ):
+            turns[t.call_id].append(transcript_turn(t))
+    return turns
+
+
 def call_details(conn: Connection, call_id: str) -> dict[str, Any] | None:
     """The full call object of `GET /v1/calls/{call_id}` (with `_account_id`)."""
     row = conn.execute(sa.select(calls).where(calls.c.id == call_id)).first()
     if row is None:
         return None
-    turns = conn.execute(
-        sa.select(transcript_turns)
-        .where(transcript_turns.c.call_id == call_id)
-        .order_by(transcript_turns.c.id)
-    ).all()
-    transcripts = [
-        {
-            "id": t.id,
-            "created_at": iso(t.created_at),
-            "text": t.text,
-            "user": t.user,
-            "c_id": call_id,
-        }
-        for t in turns
-    ]
+    transcripts = [{**t, "c_id": call_id} for t in call_transcripts(conn, [call_id])[call_id]]
+    # A batch call keeps only its own values; the batch's shared ones are merged back.
+    _task, params, variables = expand_stored_call(
+        conn, row.batch_id, row.task, row.params, row.request_data
+    )
     details = call_summary(row)
     details.update(
         {
@@ -129,13 +161,14 @@ def call_details(conn: Connection, call_id: str) -> dict[str, Any] | None:
             "max_duration": row.max_duration,
             "endpoint_url": row.endpoint_url or "",
             "corrected_duration": row.call_length or 0.0,
-            "request_data": {k: _text(v) for k, v in (row.request_data or {}).items()},
-            "variables": _variables(row),
-            "metadata": row.metadata,
+            "request_data": {k: _text(v) for k, v in variables.items()},
+            "variables": _variables(row, variables),
+            "metadata": params.get("metadata") if row.batch_id and not row.task else row.metadata,
             "transcripts": transcripts,
             "concatenated_transcript": "\n".join(f"{t['user']}: {t['text']}" for t in transcripts),
             "record": row.record,
             "recording_url": f"/v1/calls/{row.id}/recording" if row.recording_path else None,
+            **recording_fields(row),
             "summary": row.summary,
             "analysis": row.analysis,
             "call_ended_by": row.call_ended_by,
@@ -148,6 +181,18 @@ def call_details(conn: Connection, call_id: str) -> dict[str, Any] | None:
         }
     )
     return details
+
+
+def recording_fields(row: Any) -> dict[str, Any]:
+    """The recording's life: `recording_state` (null, uploading, stored, deleted,
+    expired, erased, lost), when it expires, and when it was removed and why."""
+    state, removed = row.recording_state, iso(row.recording_removed_at)
+    return {
+        "recording_state": state,
+        "recording_expires_at": iso(row.recording_expires_at),
+        "recording_expired_at": removed if state == "expired" else None,
+        "recording_deleted_at": removed if state in ("deleted", "erased") else None,
+    }
 
 
 def public_call_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +222,42 @@ def batch_object(row: Row[Any]) -> dict[str, Any]:
         "status": row.status,
         "total_calls": row.total_calls,
         "completed_at": iso(row.completed_at),
+        "test_mode": bool(row.test_mode),
+        "rehearsal": bool(row.rehearsal),
     }
+
+
+def batch_details(
+    conn: Connection,
+    account_id: str,
+    batch_id: str,
+    *,
+    include_calls: bool,
+    include_transcripts: bool,
+    include_analysis: bool,
+    calls_offset: int,
+    calls_limit: int,
+) -> dict[str, Any] | None:
+    """The body of `GET /v1/batches/{batch_id}`, or None if the account has no such batch."""
+    batch = get_batch(conn, account_id, batch_id)
+    if batch is None:
+        return None
+    obj = batch_object(batch)
+    params = {k: v for k, v in obj.items() if k != "batch_id"}
+    out: dict[str, Any] = {"status": "success", "batch_params": params}
+    out["analysis"] = batch_analysis(conn, batch_id, full=include_analysis)
+    call_data: list[dict[str, Any]] = []
+    if include_calls:
+        rows = batch_calls(conn, account_id, batch_id, calls_offset, calls_limit)
+        call_data = [call_summary(r) for r in rows]
+        if include_transcripts and call_data:
+            turns = call_transcripts(conn, [c["call_id"] for c in call_data])
+            for c in call_data:
+                c["transcripts"] = turns[c["call_id"]]
+    out["call_data"] = call_data
+    out["calls_total"] = batch.total_calls
+    out["calls_offset"] = calls_offset
+    return out
 
 
 def batch_analysis(conn: Connection, batch_id: str, *, full: bool = True) -> dict[str, Any]:
@@ -197,7 +277,7 @@ def batch_analysis(conn: Connection, batch_id: str, *, full: bool = True) -> dic
     for state, queue_status, status, n in by_state:
         queue_statuses[queue_status] += n
         states[state] += n
-        if state == "ended" and status:
+        if state == CallState.ENDED and status:
             statuses[status] += n
     summary = {name: 0 for name, _, _ in LENGTH_BUCKETS}
     lengths: list[float] = []
@@ -233,9 +313,9 @@ def batch_analysis(conn: Connection, batch_id: str, *, full: bool = True) -> dic
     nonzero = [x for x in lengths if x > 0]
     return {
         "total_calls": sum(states.values()),
-        "completed_calls": states["ended"],
-        "in_progress_calls": states["admitted"] + states["dialing"] + states["live"],
-        "queued_calls": states["queued"],
+        "completed_calls": states[CallState.ENDED],
+        "in_progress_calls": sum(states[s] for s in ACTIVE_STATES),
+        "queued_calls": states[CallState.QUEUED],
         "queue_statuses": dict(queue_statuses),
         "statuses": dict(statuses),
         "call_lengths": {
@@ -269,4 +349,5 @@ def batch_webhook_payload(conn: Connection, batch_id: str) -> dict[str, Any]:
         "created_at": iso(batch.created_at),
         "stopped_at": iso(batch.stopped_at),
         "completed_at": iso(batch.completed_at),
+        "rehearsal": bool(batch.rehearsal),
     }

@@ -14,10 +14,11 @@ dispatcher knows nothing else about telephony. A carrier must:
 from __future__ import annotations
 
 import asyncio
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+
+from callfleet.domain.states import AnsweredBy, EndedBy, Outcome
 
 __all__ = [
     "AnsweredBy",
@@ -31,30 +32,6 @@ __all__ = [
 ]
 
 
-class Outcome(enum.StrEnum):
-    """How a call attempt ended; the values are the API's `status` values."""
-
-    COMPLETED = "completed"
-    BUSY = "busy"
-    NO_ANSWER = "no-answer"
-    DECLINED = "declined"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    VOICEMAIL = "voicemail"
-
-
-class AnsweredBy(enum.StrEnum):
-    HUMAN = "human"
-    VOICEMAIL = "voicemail"
-    UNKNOWN = "unknown"
-    NO_ANSWER = "no-answer"
-
-
-class EndedBy(enum.StrEnum):
-    ASSISTANT = "ASSISTANT"
-    USER = "USER"
-
-
 @dataclass(frozen=True)
 class TrunkTarget:
     """Where and how to send the INVITE (filled from the trunk of the call's `from`)."""
@@ -63,7 +40,7 @@ class TrunkTarget:
     port: int = 5060
     transport: str = "udp"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     from_domain: str | None = None
 
 
@@ -112,6 +89,9 @@ class DialResult:
     """What ran the conversation: the LLM's model name, or "scripted"; None without an agent."""
     latency_ms: list[float] = field(default_factory=list)
     """The agent's measured voice-to-voice delays on this call, one per reply."""
+    opted_out: bool = False
+    """The callee asked not to be called again (in words or on the keypad): the
+    dispatcher puts the number on the account's do-not-call list as the call ends."""
 
 
 class CallEvents(Protocol):
@@ -133,8 +113,12 @@ class NullEvents:
 
 
 class Carrier(Protocol):
-    """Places calls. `describe()` says what it is, for logs and `endpoint_url`."""
+    """Places calls. `describe()` says what it is, for logs and `endpoint_url`;
+    `close()` releases its sockets and what it runs on calls (the agent), once, when
+    the process stops."""
 
     def describe(self) -> str: ...
 
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult: ...
+
+    async def close(self) -> None: ...

@@ -19,10 +19,9 @@ class CarrierRouter:
         return f"{self.trunked.describe()} for trunks; {self.builtin.describe()} otherwise"
 
     async def close(self) -> None:
-        for carrier in (self.builtin, self.trunked):
-            close = getattr(carrier, "close", None)
-            if close is not None:
-                await close()
+        await self.builtin.close()
+        if self.trunked is not None:
+            await self.trunked.close()
 
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
         if request.trunk is not None and self.trunked is not None:

@@ -6,6 +6,14 @@ private, link-local or metadata addresses unless the operator allows private tar
 `delivery` makes one signed attempt and says when the next one is due.
 """
 
+from callfleet.net.ssrf import (
+    InvalidWebhookUrl,
+    UnresolvableTarget,
+    UnsafeTarget,
+    WebhookTargetError,
+    check_url_syntax,
+    resolve_and_check,
+)
 from callfleet.webhooks.delivery import (
     MAX_ATTEMPTS,
     RETRY_SCHEDULE,
@@ -20,14 +28,6 @@ from callfleet.webhooks.signing import (
     sign,
     signed_headers,
     verify,
-)
-from callfleet.webhooks.ssrf import (
-    InvalidWebhookUrl,
-    UnresolvableTarget,
-    UnsafeTarget,
-    WebhookTargetError,
-    check_url_syntax,
-    resolve_and_check,
 )
 
 __all__ = [

@@ -9,22 +9,29 @@ the check and the connection (DNS rebinding) cannot redirect it. Redirects are n
 followed, at most 64 KB of the response is read, and each request asks the server to close
 the connection, so no pooled connection pinned to one host's address is reused for another
 host. The retry schedule is the one Standard Webhooks recommends, cut to about a day.
+
+A receiver's `Retry-After` (seconds or an HTTP date) comes back as `retry_after_s`; the
+sender waits that long instead of the schedule's delay, never longer than the schedule's
+longest step. A 410 Gone comes back as `gone`: the sender stops retrying that delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Final, cast
 
 import httpx
 
+from callfleet.net.ssrf import WebhookTargetError, resolve_and_check
 from callfleet.webhooks.signing import signed_headers
-from callfleet.webhooks.ssrf import WebhookTargetError, resolve_and_check
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -35,6 +42,7 @@ __all__ = [
     "deliver",
     "new_client",
     "next_delay",
+    "parse_retry_after",
 ]
 
 DEFAULT_TIMEOUT_S: Final = 10.0
@@ -53,7 +61,9 @@ class AttemptResult:
 
     `ok` is true for a 2xx answer. `status_code` is None when no response arrived, and
     `error` then says why. `retryable` is true for every failure except a target the SSRF
-    guard refused or a malformed URL.
+    guard refused or a malformed URL. `retry_after_s` is the receiver's `Retry-After` in
+    seconds from now (None without a readable one); `gone` is true for a 410, which asks
+    for no more retries of this delivery.
     """
 
     ok: bool
@@ -61,6 +71,8 @@ class AttemptResult:
     error: str | None
     duration_ms: int
     retryable: bool
+    retry_after_s: float | None = None
+    gone: bool = False
 
 
 def next_delay(
@@ -79,6 +91,23 @@ def next_delay(
         return None
     uniform = rng.uniform if rng is not None else random.uniform
     return RETRY_SCHEDULE[attempt_number - 1] * scale * uniform(1 - _JITTER, 1 + _JITTER)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from `now` that a `Retry-After` value asks for (RFC 9110: delay-seconds or
+    an HTTP date); None when absent or unreadable, 0 for a date in the past."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text[:12]))  # a 12-digit cap keeps the float finite
+    try:
+        at = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return max(0.0, (at - (now or datetime.now(UTC))).total_seconds())
 
 
 def new_client(*, timeout_s: float = DEFAULT_TIMEOUT_S) -> httpx.AsyncClient:
@@ -111,7 +140,7 @@ async def _post_once(
     headers: dict[str, str],
     body: bytes,
     timeout_s: float,
-) -> tuple[int, str | None]:
+) -> tuple[int, str | None, str | None]:
     target, extra_headers, extensions = _pinned(url, address)
     async with client.stream(
         "POST",
@@ -133,20 +162,21 @@ async def _post_once(
                     break
         location = response.headers.get("location")
         # The receiver chooses this text and it ends up in stored errors; keep it short.
-        return response.status_code, None if location is None else location[:200]
+        short = None if location is None else location[:200]
+        return response.status_code, short, response.headers.get("retry-after")
 
 
 async def deliver(
     client: httpx.AsyncClient,
     url: str,
-    secret: str,
+    secret: str | Sequence[str],
     msg_id: str,
     body: bytes,
     *,
     allow_private: bool,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> AttemptResult:
-    """POST `body` to `url`, signed with `secret` as message `msg_id`, once.
+    """POST `body` to `url`, signed with `secret` (or each of several) as `msg_id`, once.
 
     Network errors, timeouts (`timeout_s` bounds the whole HTTP exchange) and non-2xx
     answers come back as a retryable failed result; a target the SSRF guard refuses comes
@@ -167,13 +197,16 @@ async def deliver(
         async with asyncio.timeout(timeout_s):
             for address in addresses[:_MAX_ADDRESSES_TRIED]:
                 try:
-                    status, location = await _post_once(
+                    status, location, retry_after = await _post_once(
                         client, parsed, address, headers, body, timeout_s
                     )
                 except httpx.ConnectError as exc:
                     error = f"could not connect to {address}: {str(exc) or type(exc).__name__}"
                     continue
-                return _from_status(status, location, started)
+                result = _from_status(status, location, started)
+                return dataclasses.replace(
+                    result, retry_after_s=parse_retry_after(retry_after), gone=status == 410
+                )
     except (TimeoutError, httpx.TimeoutException) as exc:
         error = f"no complete response within {timeout_s:g} s ({type(exc).__name__})"
     except httpx.HTTPError as exc:

@@ -12,6 +12,7 @@ that ends the call, so the webhook always carries the summary or says it failed.
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,15 @@ from callfleet.store.ids import new_id
 from callfleet.store.tables import webhook_deliveries
 from callfleet.store.views import call_details
 
-__all__ = ["enqueue_call_webhook", "enqueue_delivery"]
+__all__ = ["DeliveryState", "enqueue_call_webhook", "enqueue_delivery"]
+
+
+class DeliveryState(enum.StrEnum):
+    """A delivery's `state`: pending until the receiver takes it or retries run out."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
 
 
 def enqueue_delivery(
@@ -47,7 +56,7 @@ def enqueue_delivery(
             payload=payload,
             call_id=call_id,
             batch_id=batch_id,
-            state="pending",
+            state=DeliveryState.PENDING,
             attempts=0,
             next_attempt_at=now,
             created_at=now,

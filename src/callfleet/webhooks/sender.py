@@ -4,15 +4,18 @@ A delivery is leased before it is sent so that two senders never send it at the
 same moment; its `webhook-id` is the delivery id, so a receiver that sees it twice
 (after a crash between sending and recording) can tell. Failures are retried on
 the documented schedule (`delivery.RETRY_SCHEDULE`, a bit over a day in all); every
-attempt is recorded and readable through the API.
+attempt is recorded and readable through the API. A receiver's `Retry-After` replaces
+the schedule's delay, bounded by the schedule's longest step (scaled like it); a 410
+Gone fails the delivery at once, the reason recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,10 +23,19 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection
 
+from callfleet.clock import utcnow
 from callfleet.config import Settings
+from callfleet.store.accounts import WebhookSecrets
 from callfleet.store.db import Database
 from callfleet.store.tables import accounts, webhook_attempts, webhook_deliveries
-from callfleet.webhooks.delivery import AttemptResult, deliver, new_client, next_delay
+from callfleet.webhooks.delivery import (
+    RETRY_SCHEDULE,
+    AttemptResult,
+    deliver,
+    new_client,
+    next_delay,
+)
+from callfleet.webhooks.outbox import DeliveryState
 
 __all__ = ["WebhookSender"]
 
@@ -31,16 +43,17 @@ log = structlog.get_logger(__name__)
 LEASE = timedelta(seconds=120)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _claim_due(conn: Connection, now: datetime, limit: int) -> list[Any]:
     rows = conn.execute(
-        sa.select(webhook_deliveries, accounts.c.webhook_secret)
+        sa.select(
+            webhook_deliveries,
+            accounts.c.webhook_secret,
+            accounts.c.previous_webhook_secret,
+            accounts.c.previous_webhook_secret_expires_at,
+        )
         .join(accounts, accounts.c.id == webhook_deliveries.c.account_id)
         .where(
-            webhook_deliveries.c.state == "pending",
+            webhook_deliveries.c.state == DeliveryState.PENDING,
             webhook_deliveries.c.next_attempt_at <= now,
             sa.or_(
                 webhook_deliveries.c.lease_until.is_(None),
@@ -56,7 +69,7 @@ def _claim_due(conn: Connection, now: datetime, limit: int) -> list[Any]:
             sa.update(webhook_deliveries)
             .where(
                 webhook_deliveries.c.id == row.id,
-                webhook_deliveries.c.state == "pending",
+                webhook_deliveries.c.state == DeliveryState.PENDING,
                 sa.or_(
                     webhook_deliveries.c.lease_until.is_(None),
                     webhook_deliveries.c.lease_until < now,
@@ -69,8 +82,32 @@ def _claim_due(conn: Connection, now: datetime, limit: int) -> list[Any]:
     return claimed
 
 
+def _signing_secrets(row: Any) -> list[str]:
+    """The current secret, and the rotated-out one while it still signs."""
+    secrets = WebhookSecrets(
+        row.webhook_secret, row.previous_webhook_secret, row.previous_webhook_secret_expires_at
+    )
+    return secrets.signing(utcnow())
+
+
+GONE_ERROR = "HTTP 410 Gone: the receiver asked for no more retries of this delivery"
+
+
+def _retry_delay(attempt: int, result: AttemptResult, scale: float) -> float | None:
+    """Seconds until the next attempt, or None: the delivery has failed for good."""
+    if not result.retryable or result.gone:
+        return None
+    delay = next_delay(attempt, scale=scale)
+    if delay is None or result.retry_after_s is None:
+        return delay
+    # The receiver's wish, but never beyond the schedule's longest wait.
+    return min(result.retry_after_s, max(RETRY_SCHEDULE) * scale)
+
+
 def _record(conn: Connection, row: Any, result: AttemptResult, now: datetime, scale: float) -> None:
     attempt = row.attempts + 1
+    if result.gone:
+        result = dataclasses.replace(result, error=GONE_ERROR)
     conn.execute(
         sa.insert(webhook_attempts).values(
             delivery_id=row.id,
@@ -88,11 +125,11 @@ def _record(conn: Connection, row: Any, result: AttemptResult, now: datetime, sc
         "lease_until": None,
     }
     if result.ok:
-        values.update(state="delivered", delivered_at=now, next_attempt_at=None)
+        values.update(state=DeliveryState.DELIVERED, delivered_at=now, next_attempt_at=None)
     else:
-        delay = next_delay(attempt, scale=scale) if result.retryable else None
+        delay = _retry_delay(attempt, result, scale)
         if delay is None:
-            values.update(state="failed", next_attempt_at=None)
+            values.update(state=DeliveryState.FAILED, next_attempt_at=None)
         else:
             values.update(next_attempt_at=now + timedelta(seconds=delay))
     conn.execute(
@@ -133,7 +170,7 @@ class WebhookSender:
 
         def claim() -> list[Any]:
             with self.db.write() as conn:
-                return _claim_due(conn, _now(), self.concurrency)
+                return _claim_due(conn, utcnow(), self.concurrency)
 
         rows = await asyncio.to_thread(claim)
         if not rows:
@@ -145,7 +182,7 @@ class WebhookSender:
                 result = await deliver(
                     client,
                     row.url,
-                    row.webhook_secret,
+                    _signing_secrets(row),
                     row.id,
                     body,
                     allow_private=self.settings.webhook_allow_private,
@@ -156,14 +193,14 @@ class WebhookSender:
 
             def record() -> None:
                 with self.db.write() as conn:
-                    _record(conn, row, result, _now(), self.settings.webhook_retry_scale)
+                    _record(conn, row, result, utcnow(), self.settings.webhook_retry_scale)
 
             await asyncio.to_thread(record)
             if not result.ok:
                 log.info(
                     "webhook attempt failed",
                     delivery=row.id,
-                    url=row.url,
+                    url=row.url.split("?", 1)[0],  # a query string may hold a token
                     status=result.status_code,
                     error=result.error,
                 )

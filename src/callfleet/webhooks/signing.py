@@ -18,10 +18,11 @@ import binascii
 import hashlib
 import hmac
 import re
-import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
+
+from callfleet.domain.webhook_secret import SECRET_PREFIX, new_secret
 
 __all__ = [
     "DEFAULT_TOLERANCE_S",
@@ -34,21 +35,14 @@ __all__ = [
     "verify",
 ]
 
-SECRET_PREFIX: Final = "whsec_"
 USER_AGENT: Final = "callfleet-webhooks/0.1"
 DEFAULT_TOLERANCE_S: Final = 300
-_SECRET_BYTES: Final = 32
 _SIGNATURE_VERSION: Final = "v1"
 _TIMESTAMP_RE: Final = re.compile(r"[0-9]{1,15}")
 
 
 class InvalidSignature(Exception):
     """A webhook message failed verification: missing headers, stale timestamp or no match."""
-
-
-def new_secret() -> str:
-    """Return a fresh signing secret: `whsec_` followed by the base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(_SECRET_BYTES)).decode("ascii")
 
 
 def _secret_key(secret: str) -> bytes:
@@ -82,17 +76,23 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return f"{_SIGNATURE_VERSION},{base64.b64encode(digest).decode('ascii')}"
 
 
-def signed_headers(secret: str, msg_id: str, body: bytes, now: int | None = None) -> dict[str, str]:
+def signed_headers(
+    secret: str | Sequence[str], msg_id: str, body: bytes, now: int | None = None
+) -> dict[str, str]:
     """Return the HTTP headers for delivering `body` as message `msg_id`.
 
     The three Standard Webhooks headers plus `content-type: application/json` and our
-    `user-agent`. `now` (unix seconds) defaults to the current time.
+    `user-agent`. `now` (unix seconds) defaults to the current time. Several secrets (while
+    a rotated-out secret still signs) give one space-separated signature each, in order.
     """
     timestamp = int(time.time()) if now is None else now
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    if not secrets:
+        raise ValueError("at least one webhook secret is needed")
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets),
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }

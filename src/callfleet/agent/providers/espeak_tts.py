@@ -33,9 +33,17 @@ async def espeak_pcm(
 ) -> tuple[bytes, int]:
     """Synthesise `text` with espeak-ng; returns (16-bit mono PCM, sample rate)."""
     proc = await asyncio.create_subprocess_exec(
-        espeak_path(), "-v", voice, "-s", str(words_per_minute), "--stdout", "--", text,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        espeak_path(),
+        "-v",
+        voice,
+        "-s",
+        str(words_per_minute),
+        "--stdout",
+        "--",
+        text,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"espeak-ng failed ({proc.returncode}): {err.decode(errors='replace')}")

@@ -54,9 +54,26 @@ _DEFAULT_VOICES = {
     "cartesia": "71a7ad14-091c-4e8e-a314-022ece01c121",
 }
 _PRESET_NAMES = frozenset(
-    {"maya", "josh", "nat", "mason", "june", "ryan", "tina", "florian", "derek", "paige",
-     "matt", "evelyn", "alena", "karl", "dave", "keelan", "public"}
-)  # fmt: skip
+    {
+        "maya",
+        "josh",
+        "nat",
+        "mason",
+        "june",
+        "ryan",
+        "tina",
+        "florian",
+        "derek",
+        "paige",
+        "matt",
+        "evelyn",
+        "alena",
+        "karl",
+        "dave",
+        "keelan",
+        "public",
+    }
+)
 """The hosted product's own voice names: they mean "the default voice" here."""
 _OPENAI_TTS_RATE = 24000
 """OpenAI's speech comes at 24 kHz only; the call's output transport resamples it."""

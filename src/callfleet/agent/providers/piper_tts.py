@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import queue
 import re
 import shutil
@@ -30,13 +29,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from callfleet.agent.models import PIPER_JOE, verified_path
 from callfleet.agent.providers.espeak_tts import espeak_pcm, parse_wav
 from callfleet.agent.providers.utterance_tts import UtteranceTTSService, speakable
 
 __all__ = ["PiperPool", "PiperProcess", "PiperTTS", "PiperUnavailable"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 _WROTE = re.compile(r"Wrote (.+\.wav)\s*$")
 VOICE = "en_US-joe-medium"
 
@@ -71,11 +72,21 @@ class PiperProcess:
             return proc
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", "piper", "--model", str(self.model),
-                 "--output-dir", str(self._dir)],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                text=True, bufsize=1,
-            )  # fmt: skip
+                [
+                    self.python,
+                    "-m",
+                    "piper",
+                    "--model",
+                    str(self.model),
+                    "--output-dir",
+                    str(self._dir),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+            )
         except OSError as exc:
             raise PiperUnavailable(f"cannot start Piper: {exc}") from exc
         self._written = queue.Queue()
@@ -94,7 +105,7 @@ class PiperProcess:
             if match:
                 written.put(match.group(1))
             elif line.strip():
-                log.debug("piper: %s", line.rstrip())
+                log.debug("piper", line=line.rstrip())
         written.put(None)  # the child ended
 
     def synthesize(self, text: str) -> tuple[bytes, int]:

@@ -68,5 +68,6 @@ class ScriptedPolicy(FrameProcessor):
         await say_as_llm(self, self._closing)
         # Travels up to the worker, which then sends an EndFrame down from the top:
         # it reaches TTS and the output after the closing line, so the line is heard.
-        await self.push_frame(EndWorkerFrame(reason="scripted conversation finished"),
-                              FrameDirection.UPSTREAM)  # fmt: skip
+        await self.push_frame(
+            EndWorkerFrame(reason="scripted conversation finished"), FrameDirection.UPSTREAM
+        )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
 
 from callfleet.agent import _pipecat  # noqa: F401  (silences pipecat's import warnings)
@@ -25,7 +25,9 @@ from pipecat.frames.frames import ErrorFrame, Frame, TTSAudioRawFrame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
-__all__ = ["UtteranceTTSService", "apply_pronunciation", "speakable"]
+from callfleet.agent.providers.ready_audio import ReadyAudio, sentences
+
+__all__ = ["UtteranceTTSService", "apply_pronunciation", "spoken_lines", "speakable"]
 
 _WORD = re.compile(r"[A-Za-z0-9]")
 _SILENT_CONTEXT_S = 20.0
@@ -38,10 +40,32 @@ def speakable(text: str) -> str | None:
 
 
 def apply_pronunciation(text: str, guide: Sequence[tuple[str, str]]) -> str:
-    """Replace each guide word (whole words, any case) with how it should be said."""
+    """Replace each guide word (whole words, any case) with how it should be said.
+
+    The replacement is literal text (a function, not a template): a tenant's `\\1` or
+    `\\g<0>` is said as written, never expanded."""
     for word, spoken in guide:
-        text = re.sub(rf"(?<!\w){re.escape(word)}(?!\w)", spoken, text, flags=re.IGNORECASE)
+        pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
+        text = pattern.sub(_literal(spoken), text)
     return text
+
+
+def spoken_lines(lines: Iterable[str], guide: Sequence[tuple[str, str]]) -> list[str]:
+    """What a TTS service will be asked to synthesise for these lines: each whole (as a
+    `TTSSpeakFrame` says it) and each of its sentences (as an LLM's reply arrives)."""
+    out: list[str] = []
+    for text in lines:
+        line = speakable(apply_pronunciation(text, guide))
+        if line is None:
+            continue
+        for part in [line, *sentences(line)]:
+            if part not in out:
+                out.append(part)
+    return out
+
+
+def _literal(spoken: str) -> Callable[[re.Match[str]], str]:
+    return lambda _match: spoken
 
 
 class UtteranceTTSService(TTSService):
@@ -50,8 +74,11 @@ class UtteranceTTSService(TTSService):
         *,
         voice: str,
         pronunciation: Sequence[tuple[str, str]] = (),
+        ready: ReadyAudio | None = None,
         **kwargs: Any,
     ) -> None:
+        """`ready`: lines synthesised ahead (while the call rang), asked first."""
+        self._ready = ready
         super().__init__(
             push_start_frame=True,
             push_stop_frames=True,
@@ -83,7 +110,8 @@ class UtteranceTTSService(TTSService):
             return
         await self.start_tts_usage_metrics(text)
         try:
-            pcm, rate = await self.synthesize(line)
+            prepared = await self._ready.take(line) if self._ready is not None else None
+            pcm, rate = prepared or await self.synthesize(line)
             if rate != self.sample_rate:
                 pcm = await self._one_shot.resample(pcm, rate, self.sample_rate)
         except Exception as exc:  # a voice failure must not end the call

@@ -70,9 +70,12 @@ def load_whisper(threads: int = 2) -> WhisperModel:
             folder = verified_path(WHISPER_TINY_EN)
             # two workers: two calls' turns are transcribed side by side, not queued
             model = WhisperModel(
-                str(folder), device="cpu", compute_type="int8", cpu_threads=threads,
+                str(folder),
+                device="cpu",
+                compute_type="int8",
+                cpu_threads=threads,
                 num_workers=2,
-            )  # fmt: skip
+            )
             _models[threads] = model
         return model
 
@@ -164,9 +167,12 @@ class LocalWhisperSTT(LatestSegmentFinal):
         await self.start_processing_metrics()
         try:
             text = await asyncio.to_thread(
-                transcribe_pcm, self._model, audio, hotwords=self._keywords,
+                transcribe_pcm,
+                self._model,
+                audio,
+                hotwords=self._keywords,
                 language=self._language,
-            )  # fmt: skip
+            )
         except Exception as exc:  # a model failure must not end the call
             yield ErrorFrame(f"transcription failed: {exc}")
             return

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
@@ -21,11 +20,19 @@ from callfleet.agent.analysis import (
     require_llm,
 )
 from callfleet.api.creating import read_json_object
-from callfleet.api.deps import AccountDep, RuntimeDep
+from callfleet.api.deps import AccountDep, RuntimeDep, owned
 from callfleet.api.errors import ApiError
+from callfleet.api.schemas import documented, json_body
+from callfleet.api.schemas.analysis import (
+    AnalyzeBatchResponse,
+    AnalyzeCallResponse,
+    AnalyzeRequest,
+)
+from callfleet.clock import utcnow
 from callfleet.domain.errors import FieldError
-from callfleet.store.ids import utcnow
-from callfleet.store.tables import batches, call_analyses, calls
+from callfleet.store.analyses import add_analysis
+from callfleet.store.batches import get_batch
+from callfleet.store.calls import batch_call_ids, get_call
 from callfleet.store.views import call_details
 
 router = APIRouter(tags=["analysis"])
@@ -82,17 +89,7 @@ def _store(
     answers: list[Any],
 ) -> None:
     with runtime.db.write() as conn:
-        conn.execute(
-            sa.insert(call_analyses).values(
-                account_id=account_id,
-                call_id=call_id,
-                batch_id=batch_id,
-                goal=goal,
-                questions=questions,
-                answers=answers,
-                created_at=utcnow(),
-            )
-        )
+        add_analysis(conn, account_id, call_id, batch_id, goal, questions, answers, utcnow())
 
 
 def _transcript(conn: Connection, call_id: str) -> str:
@@ -100,7 +97,13 @@ def _transcript(conn: Connection, call_id: str) -> str:
     return str(details["concatenated_transcript"]) if details else ""
 
 
-@router.post("/v1/calls/{call_id}/analyze", summary="Analyze a call")
+@router.post(
+    "/v1/calls/{call_id}/analyze",
+    summary="Analyze a call",
+    response_model=None,
+    responses=documented(AnalyzeCallResponse, 400, 401, 404, 502),
+    openapi_extra=json_body(AnalyzeRequest),
+)
 async def analyze_call(
     call_id: str, request: Request, runtime: RuntimeDep, account: AccountDep
 ) -> dict[str, Any]:
@@ -109,13 +112,7 @@ async def analyze_call(
 
     def load() -> tuple[str | None, str]:
         with runtime.db.read() as conn:
-            row = conn.execute(
-                sa.select(calls.c.batch_id).where(
-                    calls.c.id == call_id, calls.c.account_id == account.id
-                )
-            ).first()
-            if row is None:
-                raise ApiError(404, f"No call {call_id!r} in this account.")
+            row = owned(get_call(conn, account.id, call_id), "call", call_id)
             return row.batch_id, _transcript(conn, call_id)
 
     batch_id, transcript = await run_in_threadpool(load)
@@ -132,7 +129,13 @@ async def analyze_call(
     }
 
 
-@router.post("/v1/batches/{batch_id}/analyze", summary="Analyze every call of a batch")
+@router.post(
+    "/v1/batches/{batch_id}/analyze",
+    summary="Analyze every call of a batch",
+    response_model=None,
+    responses=documented(AnalyzeBatchResponse, 400, 401, 404, 502),
+    openapi_extra=json_body(AnalyzeRequest),
+)
 async def analyze_batch(
     batch_id: str, request: Request, runtime: RuntimeDep, account: AccountDep
 ) -> dict[str, Any]:
@@ -141,21 +144,8 @@ async def analyze_batch(
 
     def load() -> list[tuple[str, str]]:
         with runtime.db.read() as conn:
-            owned = conn.execute(
-                sa.select(batches.c.id).where(
-                    batches.c.id == batch_id, batches.c.account_id == account.id
-                )
-            ).first()
-            if owned is None:
-                raise ApiError(404, f"No batch {batch_id!r} in this account.")
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    sa.select(calls.c.id)
-                    .where(calls.c.batch_id == batch_id, calls.c.state == "ended")
-                    .order_by(calls.c.seq)
-                )
-            ]
+            owned(get_batch(conn, account.id, batch_id), "batch", batch_id)
+            ids = batch_call_ids(conn, account.id, batch_id, ended=True)
             return [(i, _transcript(conn, i)) for i in ids]
 
     items = await run_in_threadpool(load)

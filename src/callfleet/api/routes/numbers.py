@@ -1,33 +1,86 @@
-"""`/v1/numbers`: the caller IDs an account owns; a call's `from` must be one of them."""
+"""`/v1/numbers`: the caller IDs an account owns; a call's `from` must be one of them
+(or `pool:NAME`, a pool of them). Each number shows its 7-day health; a paused one
+is lifted with `POST /v1/numbers/{n}/resume`."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from sqlalchemy.exc import IntegrityError
 
 from callfleet.api.creating import read_json_object
 from callfleet.api.deps import AccountDep, RuntimeDep
 from callfleet.api.errors import ApiError
+from callfleet.api.schemas import documented, json_body
+from callfleet.api.schemas.common import Success
+from callfleet.api.schemas.numbers import (
+    AddNumberRequest,
+    NumberAdded,
+    NumberDetails,
+    NumberList,
+)
+from callfleet.clock import utcnow
+from callfleet.config import Settings
 from callfleet.domain.errors import FieldError
 from callfleet.domain.phones import PhoneNumberError, normalize_phone
-from callfleet.store.ids import new_id, utcnow
-from callfleet.store.tables import numbers, trunks
+from callfleet.domain.urls import InvalidWebhookUrl, check_url_syntax
+from callfleet.store import numbers as number_store
+from callfleet.store.trunks import get_trunk
 
 router = APIRouter(prefix="/v1/numbers", tags=["numbers"])
 
 
-def _number(row: Any) -> dict[str, Any]:
+_POOL = re.compile(r"[A-Za-z0-9_-]{1,15}")
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _number(row: Any, health: number_store.Health) -> dict[str, Any]:
     return {
         "id": row.id,
         "phone_number": row.phone_number,
         "label": row.label,
         "cps": row.cps,
         "trunk_id": row.trunk_id,
+        "pool": row.pool,
+        "webhook": row.webhook,
+        "paused_at": _iso(row.paused_at),
+        "paused_reason": row.paused_reason,
+        "last_used_at": _iso(row.last_used_at),
+        "health": health.to_json(),
         "created_at": row.created_at.isoformat(),
     }
+
+
+def _with_health(conn: Any, row: Any, settings: Settings) -> dict[str, Any]:
+    return _number(
+        row, number_store.health(conn, row, utcnow(), settings.caller_id_min_answer_rate)
+    )
+
+
+def _check_extras(body: dict[str, Any], errors: list[FieldError]) -> None:
+    """`pool` and `webhook`, appending what is wrong with them to `errors`."""
+    pool = body.get("pool")
+    if pool is not None and (not isinstance(pool, str) or not _POOL.fullmatch(pool)):
+        errors.append(
+            FieldError(
+                "pool",
+                'Must be a pool name of 1-15 letters, digits, "-" or "_", like "sales"; '
+                'calls then use it as "from": "pool:sales".',
+            )
+        )
+    hook = body.get("webhook")
+    if hook is not None:
+        try:
+            if not isinstance(hook, str):
+                raise InvalidWebhookUrl("Must be a URL string.")
+            check_url_syntax(hook)
+        except InvalidWebhookUrl as exc:
+            errors.append(FieldError("webhook", str(exc)))
 
 
 def _parse(raw: object, field: str = "phone_number") -> str:
@@ -41,7 +94,13 @@ def _parse(raw: object, field: str = "phone_number") -> str:
         raise ApiError(400, exc.reason, [FieldError(field, exc.reason)]) from None
 
 
-@router.post("", summary="Add a caller ID")
+@router.post(
+    "",
+    summary="Add a caller ID",
+    response_model=None,
+    responses=documented(NumberAdded, 400, 401, 409),
+    openapi_extra=json_body(AddNumberRequest),
+)
 async def add_number(request: Request, runtime: RuntimeDep, account: AccountDep) -> dict[str, Any]:
     _raw, body = await read_json_object(request)
     number = _parse(body.get("phone_number"))
@@ -59,60 +118,87 @@ async def add_number(request: Request, runtime: RuntimeDep, account: AccountDep)
     trunk_id = body.get("trunk_id")
     if trunk_id is not None and not isinstance(trunk_id, str):
         errors.append(FieldError("trunk_id", "Must be a trunk id string from GET /v1/trunks."))
+    _check_extras(body, errors)
     if errors:
         raise ApiError(400, errors[0].message, errors)
-    row_id = new_id()
     try:
         with runtime.db.write() as conn:
-            if trunk_id is not None:
-                owned = conn.execute(
-                    sa.select(trunks.c.id).where(
-                        trunks.c.id == trunk_id, trunks.c.account_id == account.id
-                    )
-                ).first()
-                if owned is None:
-                    raise ApiError(
-                        400,
-                        f"No trunk {trunk_id!r} in this account; create one with POST /v1/trunks.",
-                        [FieldError("trunk_id", "Unknown trunk.")],
-                    )
-            conn.execute(
-                sa.insert(numbers).values(
-                    id=row_id,
-                    account_id=account.id,
-                    phone_number=number,
-                    label=label,
-                    cps=cps,
-                    trunk_id=trunk_id,
-                    created_at=utcnow(),
+            if trunk_id is not None and get_trunk(conn, account.id, trunk_id) is None:
+                raise ApiError(
+                    400,
+                    f"No trunk {trunk_id!r} in this account; create one with POST /v1/trunks.",
+                    [FieldError("trunk_id", "Unknown trunk.")],
                 )
+            row = number_store.add_number(
+                conn,
+                account.id,
+                number,
+                label,
+                cps,
+                trunk_id,
+                utcnow(),
+                pool=body.get("pool"),
+                webhook=body.get("webhook"),
             )
-            row = conn.execute(sa.select(numbers).where(numbers.c.id == row_id)).one()
+            shown = _with_health(conn, row, runtime.settings)
     except IntegrityError:
         raise ApiError(409, f"{number} is already one of this account's numbers.") from None
-    return {"status": "success", "message": "Number added.", "number": _number(row)}
+    return {"status": "success", "message": "Number added.", "number": shown}
 
 
-@router.get("", summary="List caller IDs")
+@router.get(
+    "", summary="List caller IDs", response_model=None, responses=documented(NumberList, 400, 401)
+)
 def list_numbers(runtime: RuntimeDep, account: AccountDep) -> dict[str, Any]:
     with runtime.db.read() as conn:
-        rows = conn.execute(
-            sa.select(numbers)
-            .where(numbers.c.account_id == account.id)
-            .order_by(numbers.c.created_at)
-        ).all()
-    return {"status": "success", "numbers": [_number(r) for r in rows]}
+        rows = number_store.list_numbers(conn, account.id)
+        shown = [_with_health(conn, r, runtime.settings) for r in rows]
+    return {"status": "success", "numbers": shown}
 
 
-@router.delete("/{phone_number}", summary="Remove a caller ID")
+@router.get(
+    "/{phone_number}",
+    summary="One caller ID with its health",
+    response_model=None,
+    responses=documented(NumberDetails, 400, 401, 404),
+)
+def get_number(phone_number: str, runtime: RuntimeDep, account: AccountDep) -> dict[str, Any]:
+    number = _parse(phone_number)
+    with runtime.db.read() as conn:
+        row = number_store.get_number(conn, account.id, number)
+        if row is None:
+            raise ApiError(404, f"{number} is not one of this account's numbers.")
+        shown = _with_health(conn, row, runtime.settings)
+    return {"status": "success", "number": shown}
+
+
+@router.post(
+    "/{phone_number}/resume",
+    summary="Lift a caller ID's pause",
+    response_model=None,
+    responses=documented(NumberDetails, 400, 401, 404),
+)
+def resume_number(phone_number: str, runtime: RuntimeDep, account: AccountDep) -> dict[str, Any]:
+    """Calls may use the number again; its health figures start afresh from now."""
+    number = _parse(phone_number)
+    with runtime.db.write() as conn:
+        if not number_store.resume_number(conn, account.id, number, utcnow()):
+            raise ApiError(404, f"{number} is not one of this account's numbers.")
+        row = number_store.get_number(conn, account.id, number)
+        shown = _with_health(conn, row, runtime.settings)
+    return {"status": "success", "number": shown}
+
+
+@router.delete(
+    "/{phone_number}",
+    summary="Remove a caller ID",
+    response_model=None,
+    responses=documented(Success, 400, 401, 404),
+)
 def delete_number(phone_number: str, runtime: RuntimeDep, account: AccountDep) -> dict[str, Any]:
     number = _parse(phone_number)
     with runtime.db.write() as conn:
-        res = conn.execute(
-            sa.delete(numbers).where(
-                numbers.c.account_id == account.id, numbers.c.phone_number == number
-            )
-        )
-    if res.rowcount == 0:
+        removed = number_store.remove_number(conn, account.id, number)
+    if not removed:
         raise ApiError(404, f"{number} is not one of this account's numbers.")
     return {"status": "success", "message": f"{number} removed."}

@@ -57,6 +57,11 @@ class RtpPacket:
         if offset > end:
             raise RtpParseError("truncated RTP packet")
         return cls(
-            payload_type=second & 0x7F, sequence=seq, timestamp=ts, ssrc=ssrc,
-            payload=bytes(data[offset:end]), marker=bool(second & 0x80), csrcs=tuple(csrcs),
-        )  # fmt: skip
+            payload_type=second & 0x7F,
+            sequence=seq,
+            timestamp=ts,
+            ssrc=ssrc,
+            payload=bytes(data[offset:end]),
+            marker=bool(second & 0x80),
+            csrcs=tuple(csrcs),
+        )

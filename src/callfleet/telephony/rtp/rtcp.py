@@ -80,9 +80,14 @@ class ReceptionStats:
         if self.last_sr_at is not None:
             dlsr = int((now_s - self.last_sr_at) * 65536) & 0xFFFFFFFF
         return struct.pack(
-            "!IIIIII", self.ssrc or 0, (fraction << 24) | lost, self.extended_max & 0xFFFFFFFF,
-            int(self.jitter) & 0xFFFFFFFF, self.last_sr, dlsr,
-        )  # fmt: skip
+            "!IIIIII",
+            self.ssrc or 0,
+            (fraction << 24) | lost,
+            self.extended_max & 0xFFFFFFFF,
+            int(self.jitter) & 0xFFFFFFFF,
+            self.last_sr,
+            dlsr,
+        )
 
 
 def _header(pt: int, count: int, body: bytes) -> bytes:

@@ -6,23 +6,31 @@ every re-INVITE; hold stops our sending). Frames are sent on absolute deadlines
 `t0 + n * 20 ms`, so the stream never drifts and a stalled loop catches up by
 skipping rather than bursting. Audio comes from an `AudioSource` (silence when
 none); received audio leaves through `on_audio` once per tick, and RFC 4733
-digits through `on_dtmf`. The first packets from a new address latch the stream
-to it (symmetric RTP, for NAT). `inactive` is set when nothing (RTP or RTCP) has
-arrived for `inactivity_timeout_s` while the remote should be sending.
+digits through `on_dtmf`. Media is accepted only from the address and port the
+SDP names; the first packets from another port of the trunk's own address
+(`latch_host`) latch the stream to it (symmetric RTP, for NAT). RTCP is accepted
+only from the media peer. Everything else is dropped and counted in `RTP_DROPS`
+(anyone could otherwise hear the call and talk into it). Media is sent only where
+`media_policy` allows (a tenant's trunk may not point our RTP at the operator's
+network): an SDP naming a refused address sets `refused` and `inactive`, and
+nothing is sent. `inactive` is set too when nothing (RTP or RTCP) has arrived from
+the peer for `inactivity_timeout_s` while the remote should be sending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import secrets
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from callfleet.telephony.rtp import g711
+import structlog
+
+import callfleet.telephony.rtp.g711 as g711
+from callfleet.telephony.rtp.drops import RTP_DROPS
 from callfleet.telephony.rtp.dtmf import DtmfEvent, DtmfReceiver, key_press
 from callfleet.telephony.rtp.jitter import JitterBuffer
 from callfleet.telephony.rtp.packet import RtpPacket, RtpParseError
@@ -31,7 +39,7 @@ from callfleet.telephony.sip.sdp import NegotiatedMedia
 
 __all__ = ["AudioSource", "PcmSource", "RtpSession"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 FRAME_S = 0.020
 SAMPLES = 160
@@ -75,8 +83,25 @@ class _Endpoint(asyncio.DatagramProtocol):
 
 
 class RtpSession:
-    def __init__(self, host: str, inactivity_timeout_s: float, rtcp_interval_s: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        inactivity_timeout_s: float,
+        rtcp_interval_s: float,
+        latch_host: str | None = None,
+        media_policy: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.host = host
+        self.latch_host = latch_host
+        self.media_policy = media_policy
+        """Why no media may be sent to a host the remote's SDP names (None: it may);
+        None for a peer of our own (the simulator)."""
+        self.refused: str | None = None
+        """Set when the remote's SDP named a refused address: nothing was sent there,
+        and `inactive` is set so the call ends."""
+        """The trunk's own address (where the SIP dialog goes): the only host whose
+        media may arrive from another port than the SDP's (symmetric RTP behind NAT).
+        None: only the SDP's address and port are accepted."""
         self.local_port = 0
         self.inactivity_timeout_s = inactivity_timeout_s
         self.rtcp_interval_s = rtcp_interval_s
@@ -114,9 +139,11 @@ class RtpSession:
         port_range: tuple[int, int] = (16384, 32766),
         inactivity_timeout_s: float = 30.0,
         rtcp_interval_s: float = 5.0,
+        latch_host: str | None = None,
+        media_policy: Callable[[str], str | None] | None = None,
     ) -> RtpSession:
         """Bind a free even port in `port_range` for RTP and the next one for RTCP."""
-        self = cls(host, inactivity_timeout_s, rtcp_interval_s)
+        self = cls(host, inactivity_timeout_s, rtcp_interval_s, latch_host, media_policy)
         loop = asyncio.get_running_loop()
         for _ in range(200):
             port = random.randrange(port_range[0], port_range[1], 2)
@@ -142,7 +169,17 @@ class RtpSession:
 
     def apply(self, media: NegotiatedMedia) -> None:
         remote = (media.remote_host, media.remote_port)
-        if self.media is None or remote != (self.media.remote_host, self.media.remote_port):
+        reason = self.media_policy(media.remote_host) if self.media_policy else None
+        if reason is not None:
+            # Send nothing more, to there or to the address before; the call ends.
+            self.refused = f"media refused: the SDP names {media.remote_host} ({reason})"
+            log.warning("rtp_address_refused", host=media.remote_host, reason=reason)
+            self._remote = self._remote_rtcp = None
+            self.inactive.set()
+            return
+        self.refused = None  # a later answer (the 200 after a 183, a re-INVITE) may mend it
+        moved = self.media is None or remote != (self.media.remote_host, self.media.remote_port)
+        if moved or self._remote is None:
             self._remote = remote
             self._remote_rtcp = (media.remote_host, media.remote_port + 1)
             self._latched = False
@@ -188,7 +225,7 @@ class RtpSession:
             self.on_audio(g711.decode(media.codec, frame) if frame else bytes(2 * SAMPLES))
         silent = self._loop.time() - self._last_rx
         if media.we_receive and silent > self.inactivity_timeout_s and not self.inactive.is_set():
-            log.info("RTP inactivity: nothing received for %.1fs", silent)
+            log.info("rtp_inactivity", silent_s=round(silent, 1))
             self.inactive.set()
 
     def _send_frame(self, media: NegotiatedMedia) -> None:
@@ -227,9 +264,12 @@ class RtpSession:
             return
         sender = (self._ts, self.packets_sent, self.octets_sent) if self.packets_sent else None
         report = build_report(
-            self.ssrc, f"callfleet@{self.host}", stats=self.stats, sender=sender,
+            self.ssrc,
+            f"callfleet@{self.host}",
+            stats=self.stats,
+            sender=sender,
             now_s=self._loop.time(),
-        )  # fmt: skip
+        )
         self._rtcp.sendto(report, self._remote_rtcp)
 
     # -- receiving -----------------------------------------------------------------
@@ -237,17 +277,21 @@ class RtpSession:
     def _rtp_received(self, data: bytes, addr: tuple[str, int]) -> None:
         media = self.media
         if media is None:
+            RTP_DROPS.add("before_answer")
+            return
+        if addr != self._remote and not self._may_latch(addr):
+            RTP_DROPS.add("unexpected_source")
             return
         try:
             packet = RtpPacket.parse(data)
         except RtpParseError:
+            RTP_DROPS.add("malformed")
             return
         if packet.payload_type not in (media.payload_type, media.dtmf_payload_type):
+            RTP_DROPS.add("payload_type")
             return
         if addr != self._remote:
-            if self._latched:
-                return
-            log.debug("symmetric RTP: latching to %s (SDP said %s)", addr, self._remote)
+            log.debug("rtp_symmetric_latch", remote=addr, sdp_remote=self._remote)
             self._remote = addr
             self._remote_rtcp = (addr[0], addr[1] + 1)
         self._latched = True
@@ -262,10 +306,22 @@ class RtpSession:
         else:
             self.jitter.push(packet.sequence, packet.payload)
 
+    def _may_latch(self, addr: tuple[str, int]) -> bool:
+        """Follow a NAT-rewritten source port: only before the stream is latched, and
+        only from the trunk's own address (anyone else could take the call's media)."""
+        return not self._latched and self.latch_host is not None and addr[0] == self.latch_host
+
     def _rtcp_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # RTCP only from the media peer: the port next to its RTP, or any port of the
+        # trunk's own address when the peer is it (NAT rewrites both ports).
+        peer_host = self._remote[0] if self._remote is not None else None
+        if addr != self._remote_rtcp and not (peer_host == addr[0] == self.latch_host):
+            RTP_DROPS.add("rtcp_unexpected_source")
+            return
         try:
             packets = parse_rtcp(data)
         except ValueError:
+            RTP_DROPS.add("malformed")
             return
         self._last_rx = self._loop.time()
         self._remote_rtcp = addr

@@ -2,7 +2,8 @@
 
 from callfleet.telephony.sip.auth import Credentials
 from callfleet.telephony.sip.call import Call, EndReason
-from callfleet.telephony.sip.client import SipClient, SipClientConfig
+from callfleet.telephony.sip.client import SipClient
+from callfleet.telephony.sip.config import SipClientConfig, SipLimits
 from callfleet.telephony.sip.errors import (
     SdpError,
     SipError,
@@ -27,6 +28,7 @@ __all__ = [
     "SipClient",
     "SipClientConfig",
     "SipError",
+    "SipLimits",
     "SipParseError",
     "SipRequest",
     "SipResponse",

@@ -8,16 +8,26 @@ is the Request-URI. The client retries once per challenge.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
 
 from callfleet.telephony.sip.errors import SipParseError
+from callfleet.telephony.sip.message import SipResponse
 from callfleet.telephony.sip.uri import split_header_list
 
-__all__ = ["Challenge", "Credentials", "build_authorization", "parse_challenge"]
+__all__ = [
+    "Challenge",
+    "Credentials",
+    "build_authorization",
+    "parse_challenge",
+    "parse_digest_fields",
+    "preferred_challenge",
+]
 
 _HASHES = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
+_ALGORITHM_PREFERENCE = ("SHA-512-256", "SHA-256", "MD5")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,15 @@ def _digest_params(text: str) -> dict[str, str]:
     return params
 
 
+def parse_digest_fields(value: str) -> dict[str, str]:
+    """The parameters of a Digest header value (`Authorization`, `Proxy-Authorization`,
+    a challenge), names lower-cased and quotes removed; {} for another scheme."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return {}
+    return _digest_params(rest)
+
+
 def parse_challenge(value: str) -> Challenge:
     """Parse a `WWW-Authenticate`/`Proxy-Authenticate` value (Digest only)."""
     scheme, _, rest = value.strip().partition(" ")
@@ -70,6 +89,25 @@ def parse_challenge(value: str) -> Challenge:
         opaque=params.get("opaque"),
         stale=params.get("stale", "").lower() == "true",
     )
+
+
+def preferred_challenge(response: SipResponse) -> tuple[str, Challenge] | None:
+    """What to answer a 401/407 with: the header to send (`Authorization` or
+    `Proxy-Authorization`) and its strongest parseable Digest challenge; None if none."""
+    if response.status not in (401, 407):
+        return None
+    proxy = response.status == 407
+    header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+    challenges = []
+    for value in response.headers.get_all(header):
+        with contextlib.suppress(SipParseError):
+            challenges.append(parse_challenge(value))
+    if not challenges:
+        return None
+    challenges.sort(
+        key=lambda c: _ALGORITHM_PREFERENCE.index(c.algorithm.upper().removesuffix("-SESS"))
+    )
+    return ("Proxy-Authorization" if proxy else "Authorization"), challenges[0]
 
 
 def _hash(algorithm: str, text: str) -> str:

@@ -2,7 +2,7 @@
 
 `Call` answers the peer's in-dialog requests (BYE; re-INVITE and UPDATE offers,
 including hold with `sendonly`/`inactive`; OPTIONS; INFO; NOTIFY for a transfer),
-runs the session timer, and sends our own BYE, INFO, REFER and refresh re-INVITEs.
+runs the session timer, and sends our own BYE, REFER and refresh re-INVITEs.
 `ended` is set once the dialog is over, and `end_reason` says why.
 """
 
@@ -10,40 +10,59 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import Protocol
 
-from callfleet.telephony.sip.auth import Credentials, build_authorization, parse_challenge
+import structlog
+
+from callfleet.clock import utcnow
+from callfleet.telephony.sip.auth import Credentials, build_authorization, preferred_challenge
 from callfleet.telephony.sip.dialog import Dialog
-from callfleet.telephony.sip.errors import SdpError, SipError, SipParseError
+from callfleet.telephony.sip.drops import SIP_DROPS
+from callfleet.telephony.sip.errors import SdpError, SipError
+from callfleet.telephony.sip.host import DialogHost
 from callfleet.telephony.sip.media import LocalSdp, MediaHandler
 from callfleet.telephony.sip.message import SipRequest, SipResponse
-from callfleet.telephony.sip.sdp import NegotiatedMedia, negotiate, parse_sdp
-from callfleet.telephony.sip.session_timer import SessionTimer, parse_session_expires
+from callfleet.telephony.sip.sdp import NegotiatedMedia, negotiate_or_warn, parse_sdp
+from callfleet.telephony.sip.session_timer import (
+    SessionTimer,
+    parse_min_se,
+    parse_session_expires,
+)
 from callfleet.telephony.sip.transport import Address
 
-if TYPE_CHECKING:
-    from callfleet.telephony.sip.client import SipClient
+__all__ = ["Call", "CallHost", "EndReason", "sipfrag_status"]
 
-__all__ = ["Call", "EndReason", "sipfrag_status"]
+log = structlog.get_logger(__name__)
 
-log = logging.getLogger(__name__)
+MAX_QUEUED_NOTIFIES = 16
+"""NOTIFYs kept for a transfer's progress; past it the oldest go (the latest matters),
+so a peer sending NOTIFYs nobody reads cannot grow a call's memory."""
 
 
-class EndReason:
+class EndReason(StrEnum):
+    """Why a call's dialog ended."""
+
     REMOTE_BYE = "remote-bye"
     LOCAL_BYE = "local-bye"
     SESSION_EXPIRED = "session-expired"
     REFRESH_FAILED = "refresh-failed"
 
 
+class CallHost(DialogHost, Protocol):
+    """A `DialogHost` that routes requests to its calls (`SipClient`)."""
+
+    def unregister_call(self, call: Call) -> None:
+        """Stop routing requests to `call` (it has ended)."""
+        ...
+
+
 class Call:
     def __init__(
         self,
-        client: SipClient,
+        client: CallHost,
         dialog: Dialog,
         sdp: LocalSdp,
         media: MediaHandler | None,
@@ -57,15 +76,15 @@ class Call:
         self.dest = dest
         self.credentials = credentials
         self.media_state: NegotiatedMedia | None = None
-        self.answered_at = datetime.now(UTC)
+        self.answered_at = utcnow()
         self.ended = asyncio.Event()
-        self.end_reason: str | None = None
+        self.end_reason: EndReason | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         """Called with each digit the peer sends by SIP INFO (application/dtmf-relay)."""
         self.refreshes = 0
         self._timer = SessionTimer(self._refresh, self._expire)
         self._reinvite_pending = False
-        self._notifies: asyncio.Queue[SipRequest] = asyncio.Queue()
+        self._notifies: asyncio.Queue[SipRequest] = asyncio.Queue(MAX_QUEUED_NOTIFIES)
 
     def __repr__(self) -> str:
         return f"<Call {self.dialog.call_id} ended={self.end_reason}>"
@@ -80,7 +99,7 @@ class Call:
         interval, refresher = session
         self._timer.start(interval, we_refresh=refresher != "uas")
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: EndReason) -> None:
         if self.ended.is_set():
             return
         self.end_reason = reason
@@ -118,9 +137,13 @@ class Call:
         auth: list[tuple[str, str]] = []
         for _ in range(2):
             request = self.dialog.create_request(
-                method, self.client.via(), contact=self.client.contact(), body=body,
-                content_type=content_type, extra=[*(extra or []), *auth],
-            )  # fmt: skip
+                method,
+                self.client.via(),
+                contact=self.client.contact(),
+                body=body,
+                content_type=content_type,
+                extra=[*(extra or []), *auth],
+            )
             response = await self.client.endpoint.request(request, self.dest)
             auth = self._credentials_for(response, request)
             if not auth:
@@ -128,21 +151,14 @@ class Call:
         return response
 
     def _credentials_for(self, response: SipResponse, request: SipRequest) -> list[tuple[str, str]]:
-        if response.status not in (401, 407) or self.credentials is None:
+        picked = preferred_challenge(response)
+        if picked is None or self.credentials is None:
             return []
-        proxy = response.status == 407
-        value = response.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
-        try:
-            challenge = parse_challenge(value or "")
-        except SipParseError:
-            return []
+        name, challenge = picked
         header = build_authorization(
             challenge, self.credentials, method=request.method, uri=request.uri, body=request.body
         )
-        return [("Proxy-Authorization" if proxy else "Authorization", header)]
-
-    async def send_info(self, body: bytes, content_type: str) -> SipResponse:
-        return await self._send("INFO", body=body, content_type=content_type)
+        return [(name, header)]
 
     async def refer(self, target: str, *, timeout_s: float = 8.0) -> bool:
         """Blind transfer (RFC 3515): ask the peer to call `target` (a SIP URI) instead.
@@ -166,14 +182,14 @@ class Call:
                     "REFER", extra=[("Refer-To", refer_to), ("Referred-By", self.dialog.local_addr)]
                 )
                 if not 200 <= response.status < 300:
-                    log.info("REFER to %s refused: %s", target, response.status)
+                    log.info("sip_refer_refused", target=target, status=response.status)
                     return False
                 return await self._transfer_progress()
         except TimeoutError:
-            log.info("REFER to %s: no final NOTIFY within %.1f s", target, timeout_s)
+            log.info("sip_refer_no_final_notify", target=target, timeout_s=timeout_s)
             return False
         except SipError as exc:
-            log.info("REFER to %s failed: %s", target, exc)
+            log.info("sip_refer_failed", target=target, error=str(exc))
             return False
 
     async def _transfer_progress(self) -> bool:
@@ -196,10 +212,6 @@ class Call:
         finally:
             ended.cancel()
 
-    async def transfer(self, target: str, timeout_s: float = 30.0) -> bool:
-        """Deprecated: use `refer()`, which this calls."""
-        return await self.refer(target, timeout_s=timeout_s)
-
     async def _reinvite(self) -> SipResponse | None:
         """Send a refresh re-INVITE with our current offer; None if it timed out."""
         queue: asyncio.Queue[SipResponse | None] = asyncio.Queue()
@@ -207,9 +219,13 @@ class Call:
         if self._timer.interval is not None:
             extra.append(("Session-Expires", f"{self._timer.interval};refresher=uac"))
         request = self.dialog.create_request(
-            "INVITE", self.client.via(), contact=self.client.contact(), body=self.sdp.offer(),
-            content_type="application/sdp", extra=extra,
-        )  # fmt: skip
+            "INVITE",
+            self.client.via(),
+            contact=self.client.contact(),
+            body=self.sdp.offer(),
+            content_type="application/sdp",
+            extra=extra,
+        )
         ack: SipRequest | None = None
 
         def on_response(response: SipResponse) -> None:
@@ -244,9 +260,9 @@ class Call:
                 await asyncio.sleep(random.uniform(2.1, 4.0))
                 continue
             if response.status == 422:
-                min_se = (response.headers.get("Min-SE") or "").split(";")[0].strip()
-                if min_se.isdigit():
-                    self._timer.interval = max(int(min_se), self._timer.interval or 0)
+                min_se = parse_min_se(response)
+                if min_se is not None:
+                    self._timer.interval = max(min_se, self._timer.interval or 0)
                     continue
             break
         if response is None:
@@ -275,14 +291,9 @@ class Call:
                 await self._send("BYE", extra=[("Reason", 'SIP;cause=408;text="Session expired"')])
 
     def _apply_answer(self, message: SipResponse | SipRequest) -> None:
-        if not message.body or message.content_type != "application/sdp":
-            return
-        try:
-            media = negotiate(parse_sdp(message.body))
-        except SdpError as exc:
-            log.warning("ignoring unusable SDP answer: %s", exc)
-            return
-        self._set_media(media)
+        media = negotiate_or_warn(message, "sip_unusable_sdp_answer_ignored")
+        if media is not None:
+            self._set_media(media)
 
     def _set_media(self, media: NegotiatedMedia) -> None:
         if media != self.media_state:
@@ -319,6 +330,9 @@ class Call:
         elif method == "NOTIFY":
             # A REFER's implicit subscription lives in this dialog (RFC 3515 §2.4.4).
             ep.respond(request, source, 200, "OK")
+            if self._notifies.full():
+                self._notifies.get_nowait()
+                SIP_DROPS.add("notify_overflow")
             self._notifies.put_nowait(request)
         elif method in ("REFER", "MESSAGE", "SUBSCRIBE", "PRACK"):
             ep.respond(

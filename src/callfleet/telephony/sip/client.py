@@ -2,7 +2,8 @@
 
 One client owns one transport (UDP or TCP) and any number of concurrent calls.
 `invite()` returns an `InviteResult` whose `call` is the answered `Call`; failures
-(busy, no answer, ...) are results, not exceptions. Requests from the peer are
+(busy, no answer, ...) are results, not exceptions. Only hosts the client has
+dialled (and `SipLimits.trusted_peers`) are heard at all. Requests from them are
 routed to their call by Call-ID and tags; a request for a dialog we do not know
 gets 481, and one outside any dialog gets 200 (OPTIONS), 480 (INVITE: we do not
 take calls) or 405/501.
@@ -14,45 +15,33 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from callfleet.telephony.sip.auth import Credentials
 from callfleet.telephony.sip.call import Call
+from callfleet.telephony.sip.config import SipClientConfig
 from callfleet.telephony.sip.dialog import Dialog
-from callfleet.telephony.sip.endpoint import SipEndpoint, new_branch, new_tag
+from callfleet.telephony.sip.endpoint import SipEndpoint, new_tag
 from callfleet.telephony.sip.errors import TransportError
+from callfleet.telephony.sip.host import capability_headers, contact_value, via_value
 from callfleet.telephony.sip.invite import InviteResult, OutgoingInvite
 from callfleet.telephony.sip.media import MediaHandler
 from callfleet.telephony.sip.message import Headers, SipRequest, SipResponse
-from callfleet.telephony.sip.transaction import SipTimers
 from callfleet.telephony.sip.transport import Address
 from callfleet.telephony.sip.uri import parse_uri
 
 __all__ = ["SipClient", "SipClientConfig"]
 
 
-@dataclass(frozen=True)
-class SipClientConfig:
-    bind_host: str = "127.0.0.1"
-    bind_port: int = 0
-    transport: str = "udp"
-    advertised_host: str | None = None
-    """The address the peer can reach us at (Via, Contact, SDP); defaults to bind_host."""
-    user: str = "callfleet"
-    user_agent: str = "callfleet"
-    timers: SipTimers = field(default_factory=SipTimers)
-    session_expires_s: int | None = 1800
-    """Offered Session-Expires (RFC 4028); None to not ask for session timers."""
-
-
 class SipClient:
+    """Places calls over one transport; the `DialogHost` of its calls and INVITEs."""
+
     ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, REFER"
 
     def __init__(self, config: SipClientConfig | None = None) -> None:
         self.config = config or SipClientConfig()
-        self.endpoint = SipEndpoint(self.config.timers)
+        self.endpoint = SipEndpoint(self.config.timers, self.config.limits)
         self.endpoint.on_request = self._on_request
         self.endpoint.on_stray_2xx = self._on_stray_2xx
         self._calls: dict[tuple[str, str], Call] = {}
@@ -100,14 +89,13 @@ class SipClient:
         return transport.name if transport else self.config.transport.upper()
 
     def via(self) -> str:
-        return f"SIP/2.0/{self.transport_name} {self.host}:{self.port};branch={new_branch()};rport"
+        return via_value(self.transport_name, self.host, self.port)
 
     def contact(self) -> str:
-        suffix = ";transport=tcp" if self.transport_name == "TCP" else ""
-        return f"<sip:{self.config.user}@{self.host}:{self.port}{suffix}>"
+        return contact_value(self.config.user, self.host, self.port, self.transport_name)
 
     def capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", self.ALLOW), ("Accept", "application/sdp"), ("Supported", "timer")]
+        return capability_headers(self.ALLOW, timer=True)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -146,10 +134,15 @@ class SipClient:
         await self._connect(dest)
         from_addr = f"<{from_uri}>" if from_uri else f"<sip:{self.config.user}@{self.host}>"
         outgoing = OutgoingInvite(
-            self, target=target, from_addr=from_addr, dest=dest, media=media,
-            credentials=credentials, extra_headers=list(headers or []),
+            self,
+            target=target,
+            from_addr=from_addr,
+            dest=dest,
+            media=media,
+            credentials=credentials,
+            extra_headers=list(headers or []),
             in_dialog_dest=proxy,
-        )  # fmt: skip
+        )
         self._invites[outgoing.call_id] = outgoing
         try:
             result = await outgoing.run(
@@ -164,6 +157,7 @@ class SipClient:
         transport = self.endpoint.transport
         if transport is None:
             raise TransportError("SipClient is not started")
+        self.endpoint.trust(dest[0])  # its in-dialog requests (BYE, re-INVITE) come back
         await transport.connect(dest)
 
     async def options(self, target: str, *, proxy: Address | None = None) -> SipResponse:
@@ -227,5 +221,6 @@ class SipClient:
         elif request.method in ("BYE", "INFO", "UPDATE", "NOTIFY", "REFER", "PRACK", "MESSAGE"):
             ep.respond(request, source, 481, "Call/Transaction Does Not Exist", to_tag=tag)
         else:
-            ep.respond(request, source, 501, "Not Implemented", to_tag=tag,
-                       headers=self.capabilities())  # fmt: skip
+            ep.respond(
+                request, source, 501, "Not Implemented", to_tag=tag, headers=self.capabilities()
+            )

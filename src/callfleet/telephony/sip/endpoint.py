@@ -6,18 +6,33 @@ owner must ACK it again). Incoming requests are de-duplicated: a retransmitted
 request gets the last response again and never reaches the user. A 2xx we send
 for an INVITE is retransmitted (T1 doubling to T2) until its ACK arrives, as
 RFC 3261 §13.3.1.4 asks of the UAS core.
+
+Anyone who reaches the port can send, so requests are taken only from hosts we
+talk to (`trust()`: the client trusts every host it dials, a trunk or the
+simulator) and from `SipLimits.trusted_peers`; a stranger's request is dropped
+before it creates any state. The server-transaction table is capped: past
+`max_server_transactions`, a request gets 503 and is not remembered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import ipaddress
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import structlog
+
+from callfleet.telephony.sip.config import SipLimits
+from callfleet.telephony.sip.drops import SIP_DROPS
 from callfleet.telephony.sip.errors import TransportError
-from callfleet.telephony.sip.message import Headers, SipMessage, SipRequest, SipResponse
+from callfleet.telephony.sip.message import (
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    build_response,
+)
 from callfleet.telephony.sip.transaction import (
     InviteClientTransaction,
     NonInviteClientTransaction,
@@ -27,11 +42,13 @@ from callfleet.telephony.sip.transport import Address, SipTransport, TcpTranspor
 
 __all__ = ["SipEndpoint", "new_branch", "new_tag"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 RequestHandler = Callable[[SipRequest, Address], None]
 Stray2xxHandler = Callable[[SipResponse], None]
 _AnyTransaction = InviteClientTransaction | NonInviteClientTransaction
+_MAX_PEERS = 4096
+"""Dialled hosts remembered as trusted; the oldest is forgotten past this."""
 
 
 def new_branch() -> str:
@@ -52,9 +69,12 @@ class _ServerEntry:
 class SipEndpoint:
     """Owns a transport; sends requests in transactions and answers incoming ones."""
 
-    def __init__(self, timers: SipTimers) -> None:
+    def __init__(self, timers: SipTimers, limits: SipLimits | None = None) -> None:
         self.timers = timers
+        self.limits = limits or SipLimits()
         self.transport: SipTransport | None = None
+        self._networks = self.limits.networks()
+        self._peers: dict[str, None] = {}  # an ordered set of the hosts we dialled
         self.on_request: RequestHandler = self._reject_all
         self.on_stray_2xx: Stray2xxHandler = lambda response: None
         self._clients: dict[tuple[str, str], _AnyTransaction] = {}
@@ -66,7 +86,9 @@ class SipEndpoint:
         if kind == "udp":
             self.transport = await UdpTransport.open(host, port, self._received)
         elif kind == "tcp":
-            self.transport = await TcpTransport.open(host, port, self._received)
+            self.transport = await TcpTransport.open(
+                host, port, self._received, limits=self.limits, accept=self.trusted
+            )
         else:
             raise TransportError(f"unsupported SIP transport {transport!r}")
 
@@ -81,6 +103,27 @@ class SipEndpoint:
         if self.transport is not None:
             await self.transport.close()
             self.transport = None
+
+    def trust(self, host: str) -> None:
+        """Take requests from `host` from now on (a trunk or proxy we are dialling)."""
+        self._peers.pop(host, None)
+        self._peers[host] = None
+        if len(self._peers) > _MAX_PEERS:
+            del self._peers[next(iter(self._peers))]
+
+    def trusted(self, host: str) -> bool:
+        if host in self._peers:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+    @property
+    def server_transactions(self) -> int:
+        """Incoming transactions remembered now (each for Timer J/H's 32 s)."""
+        return len(self._servers)
 
     def _require(self) -> SipTransport:
         if self.transport is None:
@@ -101,10 +144,14 @@ class SipEndpoint:
     ) -> InviteClientTransaction:
         transport = self._require()
         tx = InviteClientTransaction(
-            request, lambda m: transport.send(m, dest), reliable=transport.reliable,
-            timers=self.timers, on_terminated=self._forget, on_response=on_response,
+            request,
+            lambda m: transport.send(m, dest),
+            reliable=transport.reliable,
+            timers=self.timers,
+            on_terminated=self._forget,
+            on_response=on_response,
             on_timeout=on_timeout,
-        )  # fmt: skip
+        )
         self._clients[tx.key] = tx
         tx.start()
         return tx
@@ -112,9 +159,12 @@ class SipEndpoint:
     def start_request(self, request: SipRequest, dest: Address) -> NonInviteClientTransaction:
         transport = self._require()
         tx = NonInviteClientTransaction(
-            request, lambda m: transport.send(m, dest), reliable=transport.reliable,
-            timers=self.timers, on_terminated=self._forget,
-        )  # fmt: skip
+            request,
+            lambda m: transport.send(m, dest),
+            reliable=transport.reliable,
+            timers=self.timers,
+            on_terminated=self._forget,
+        )
         self._clients[tx.key] = tx
         tx.start()
         return tx
@@ -147,9 +197,13 @@ class SipEndpoint:
         elif method == "INVITE" and 200 <= response.status < 300:
             self.on_stray_2xx(response)
         else:
-            log.debug("dropping response matching no transaction: %r", response)
+            log.debug("sip_unmatched_response_dropped", response=repr(response))
 
     def _received_request(self, request: SipRequest, source: Address) -> None:
+        if not self.trusted(source[0]):
+            SIP_DROPS.add("stranger")  # no answer: on UDP the source may be forged
+            log.debug("sip_request_from_stranger_dropped", source=source, method=request.method)
+            return
         branch = request.top_via.branch or ""
         if request.method == "ACK":
             pending = self._pending_2xx.pop((request.call_id, request.cseq[0]), None)
@@ -165,6 +219,13 @@ class SipEndpoint:
             if entry is not None:
                 if entry.response is not None:
                     self._safe_send(entry.response, entry.source)
+                return
+            if len(self._servers) >= self.limits.max_server_transactions:
+                SIP_DROPS.add("transactions_full")
+                full = build_response(
+                    request, 503, "Service Unavailable", headers=[("Retry-After", "5")]
+                )
+                self._safe_send(full, source)
                 return
             entry = _ServerEntry(source)
             self._servers[key] = entry
@@ -184,19 +245,9 @@ class SipEndpoint:
         body: bytes = b"",
     ) -> SipResponse:
         """Answer `request`, remembering the response for retransmitted copies of it."""
-        response = SipResponse(headers=Headers(), status=status, reason=reason, body=body)
-        h = response.headers
-        for via in request.headers.get_all("Via"):
-            h.add("Via", via)
-        h.add("From", request.headers.get("From") or "")
-        to = request.headers.get("To") or ""
-        if to_tag and status > 100 and request.to_addr.tag is None:
-            to += f";tag={to_tag}"
-        h.add("To", to)
-        h.add("Call-ID", request.call_id)
-        h.add("CSeq", request.headers.get("CSeq") or "")
-        for name, value in headers:
-            h.add(name, value)
+        response = build_response(
+            request, status, reason, to_tag=to_tag, headers=headers, body=body
+        )
         key = (request.top_via.branch or "", request.method, request.call_id)
         entry = self._servers.get(key)
         if entry is not None and status >= 200:
@@ -231,7 +282,7 @@ class SipEndpoint:
         try:
             self.send(message, dest)
         except TransportError as exc:
-            log.warning("cannot send %r to %s: %s", message, dest, exc)
+            log.warning("sip_send_failed", message=repr(message), dest=dest, error=str(exc))
 
     def _reject_all(self, request: SipRequest, source: Address) -> None:
         if request.method != "ACK":

@@ -12,28 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from callfleet.telephony.sip.auth import Credentials, build_authorization, parse_challenge
-from callfleet.telephony.sip.call import Call
+import structlog
+
+from callfleet.telephony.sip.auth import Credentials, build_authorization, preferred_challenge
+from callfleet.telephony.sip.call import Call, CallHost
 from callfleet.telephony.sip.dialog import Dialog
-from callfleet.telephony.sip.errors import SdpError, SipError, SipParseError, TransactionTimeout
+from callfleet.telephony.sip.drops import SIP_DROPS
+from callfleet.telephony.sip.errors import SdpError, SipError, TransactionTimeout
 from callfleet.telephony.sip.media import LocalSdp, MediaHandler
 from callfleet.telephony.sip.message import Headers, SipRequest, SipResponse
-from callfleet.telephony.sip.sdp import NegotiatedMedia, negotiate, parse_sdp
+from callfleet.telephony.sip.sdp import NegotiatedMedia, negotiate, negotiate_or_warn, parse_sdp
+from callfleet.telephony.sip.session_timer import parse_min_se
 from callfleet.telephony.sip.transport import Address
 
-if TYPE_CHECKING:
-    from callfleet.telephony.sip.client import SipClient
+__all__ = ["InviteHost", "InviteResult", "OutgoingInvite"]
 
-__all__ = ["InviteResult", "OutgoingInvite"]
+log = structlog.get_logger(__name__)
 
-log = logging.getLogger(__name__)
-_ALGORITHM_PREFERENCE = ("SHA-512-256", "SHA-256", "MD5")
+MAX_QUEUED_PROVISIONALS = 32
+"""1xx responses waiting to be read; past it new ones are dropped (and counted), so a
+peer flooding 180s cannot grow the INVITE's queue. Final responses always go in."""
 
 
 @dataclass
@@ -52,10 +55,18 @@ class InviteResult:
     setup_time_s: float | None = None
 
 
+class InviteHost(CallHost, Protocol):
+    """A `CallHost` that also routes a 2xx retransmission to its INVITE (`SipClient`)."""
+
+    def register_call(self, call: Call, outgoing: OutgoingInvite) -> None:
+        """Route requests in `call`'s dialog to it, and its 2xx resends to `outgoing`."""
+        ...
+
+
 class OutgoingInvite:
     def __init__(
         self,
-        client: SipClient,
+        client: InviteHost,
         *,
         target: str,
         from_addr: str,
@@ -116,13 +127,17 @@ class OutgoingInvite:
     def _send_invite(self) -> None:
         self._invite = self._build_invite()
         self.client.endpoint.start_invite(
-            self._invite, self.dest, self._on_response,
+            self._invite,
+            self.dest,
+            self._on_response,
             lambda: self._events.put_nowait(TransactionTimeout("INVITE timed out")),
-        )  # fmt: skip
+        )
 
     def _on_response(self, response: SipResponse) -> None:
         if 200 <= response.status < 300:
             self.handle_2xx(response)
+        elif response.status < 200 and self._events.qsize() >= MAX_QUEUED_PROVISIONALS:
+            SIP_DROPS.add("provisional_overflow")
         else:
             self._events.put_nowait(response)
 
@@ -143,13 +158,13 @@ class OutgoingInvite:
         try:
             self.client.endpoint.send(ack, dest)
         except SipError as exc:
-            log.warning("cannot send ACK: %s", exc)
+            log.warning("sip_ack_not_sent", call_id=self.call_id, error=str(exc))
         if self.call is None:
             self.call = Call(self.client, dialog, self.sdp, self.media, dest, self.credentials)
             self.call.start_session_timer(response)
             self._events.put_nowait(response)
         else:
-            log.info("forked 2xx from %s: releasing the extra dialog", tag)
+            log.info("sip_forked_2xx_released", call_id=self.call_id, to_tag=tag)
             extra = Call(self.client, dialog, self.sdp, None, dest, self.credentials)
             self.client.spawn(extra.hangup())
 
@@ -194,8 +209,9 @@ class OutgoingInvite:
                 limit = started + ring_timeout_s + self.client.config.timers.give_up - loop.time()
             event = await _next_event(self._events, stop, cancel_wanted is None, limit)
             if event == "timeout" and cancel_wanted is not None:
-                return InviteResult(408, "No final response after CANCEL",
-                                    cancelled_by=cancel_wanted)  # fmt: skip
+                return InviteResult(
+                    408, "No final response after CANCEL", cancelled_by=cancel_wanted
+                )
             if event in ("timeout", "hangup"):
                 cancel_wanted = "ring-timeout" if event == "timeout" else "hangup"
                 if provisional:
@@ -203,8 +219,9 @@ class OutgoingInvite:
                     cancel_sent = True
                 continue
             if isinstance(event, TransactionTimeout):
-                return InviteResult(408, "Request Timeout (no response)",
-                                    timed_out=True, cancelled_by=cancel_wanted)  # fmt: skip
+                return InviteResult(
+                    408, "Request Timeout (no response)", timed_out=True, cancelled_by=cancel_wanted
+                )
             assert isinstance(event, SipResponse)
             response = event
             status = response.status
@@ -228,19 +245,16 @@ class OutgoingInvite:
                 self._send_invite()
                 continue
             return InviteResult(
-                status, response.reason, retry_after_s=_retry_after(response),
-                cancelled_by=cancel_wanted, early_media=self._early is not None,
-            )  # fmt: skip
+                status,
+                response.reason,
+                retry_after_s=_retry_after(response),
+                cancelled_by=cancel_wanted,
+                early_media=self._early is not None,
+            )
 
     def _maybe_early_media(self, response: SipResponse) -> None:
-        if not response.body or response.content_type != "application/sdp":
-            return
-        try:
-            media = negotiate(parse_sdp(response.body))
-        except SdpError as exc:
-            log.warning("ignoring early-media SDP: %s", exc)
-            return
-        if media != self._early:
+        media = negotiate_or_warn(response, "sip_unusable_early_media_sdp_ignored")
+        if media is not None and media != self._early:
             self._early = media
             self.media.apply(media)
 
@@ -267,26 +281,20 @@ class OutgoingInvite:
             self.media.apply(media)
         call.media_state = media
         return InviteResult(
-            response.status, response.reason, call=call,
-            early_media=self._early is not None, setup_time_s=setup,
-        )  # fmt: skip
+            response.status,
+            response.reason,
+            call=call,
+            early_media=self._early is not None,
+            setup_time_s=setup,
+        )
 
     def _authenticate(self, response: SipResponse) -> bool:
         if self.credentials is None or self._invite is None:
             return False
-        proxy = response.status == 407
-        header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        challenges = []
-        for value in response.headers.get_all(header):
-            with contextlib.suppress(SipParseError):
-                challenges.append(parse_challenge(value))
-        challenges.sort(
-            key=lambda c: _ALGORITHM_PREFERENCE.index(c.algorithm.upper().removesuffix("-SESS"))
-        )
-        if not challenges:
+        picked = preferred_challenge(response)
+        if picked is None:
             return False
-        challenge = challenges[0]
-        name = "Proxy-Authorization" if proxy else "Authorization"
+        name, challenge = picked
         key = (name, challenge.realm)
         if key in self._challenged and not challenge.stale:
             return False
@@ -297,10 +305,10 @@ class OutgoingInvite:
         return True
 
     def _session_interval_too_small(self, response: SipResponse) -> bool:
-        min_se = (response.headers.get("Min-SE") or "").split(";")[0].strip()
-        if self.min_se is not None or not min_se.isdigit():
+        min_se = parse_min_se(response)
+        if self.min_se is not None or min_se is None:
             return False
-        self.min_se = int(min_se)
+        self.min_se = min_se
         self.session_expires = max(self.session_expires or 0, self.min_se)
         return True
 

@@ -53,9 +53,12 @@ class LocalSdp:
 
     def offer(self, direction: str = "sendrecv") -> bytes:
         sdp = build_offer(
-            self.host, self.port, session_id=self.session_id, version=self.version,
+            self.host,
+            self.port,
+            session_id=self.session_id,
+            version=self.version,
             direction=direction,
-        )  # fmt: skip
+        )
         return self._stamp(sdp)
 
     def answer(self, offer: SessionDescription) -> tuple[bytes, NegotiatedMedia]:

@@ -8,6 +8,10 @@ CSeq, so the layers above may use the accessors without further checks. Compact
 header names (`v`, `f`, `t`, `i`, `m`, `l`, `c`, `k`, ...) become their long forms,
 folded header lines are joined, and serialising always writes an exact
 Content-Length.
+
+Serialising refuses (`UnsafeHeaderValue`) a start line, header name or header value
+containing CR, LF or NUL, wherever it came from: a tenant's trunk settings, a phone
+number or a peer's header echoed back must never put a line of their own on the wire.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from callfleet.telephony.sip.errors import SipParseError
+from callfleet.telephony.sip.errors import SipError, SipParseError
 from callfleet.telephony.sip.uri import (
     NameAddr,
     Via,
@@ -31,6 +35,8 @@ __all__ = [
     "SipMessage",
     "SipRequest",
     "SipResponse",
+    "UnsafeHeaderValue",
+    "build_response",
     "canonical_name",
     "parse_message",
 ]
@@ -38,12 +44,14 @@ __all__ = [
 MAX_HEADER_BYTES = 64 * 1024
 """Header sections larger than this are refused (a UDP datagram holds at most ~64 KB)."""
 
+# A table: compact form and long name side by side, several to a line (fmt: skip).
 _COMPACT = {
     "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
     "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To",
     "v": "Via", "r": "Refer-To", "b": "Referred-By", "o": "Event", "u": "Allow-Events",
     "x": "Session-Expires",
 }  # fmt: skip
+# A table of header names, several to a line; one a line would run to 35 lines (fmt: skip).
 _KNOWN = [
     "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Content-Length",
     "Content-Type", "Route", "Record-Route", "WWW-Authenticate", "Authorization",
@@ -55,6 +63,20 @@ _KNOWN = [
 _CANONICAL = {name.lower(): name for name in _KNOWN} | _COMPACT
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+_LINE_BREAKERS = frozenset("\r\n\0")
+
+
+class UnsafeHeaderValue(SipError, ValueError):
+    """A message to send has CR, LF or NUL in its start line, a header name or a value."""
+
+
+def _check_line(what: str, text: str) -> None:
+    if not _LINE_BREAKERS.isdisjoint(text):
+        raise UnsafeHeaderValue(
+            f"refused to send a SIP message: its {what} contains CR or LF (or NUL), "
+            "which would inject a line of its own; check the trunk's host, from_domain "
+            "and credentials"
+        )
 
 
 def canonical_name(name: str) -> str:
@@ -140,8 +162,12 @@ class _MessageBase:
         return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
 
     def _serialise(self, start_line: str) -> bytes:
+        _check_line("start line", start_line)
         lines = [start_line]
-        lines += [f"{k}: {v}" for k, v in self.headers if k != "Content-Length"]
+        for k, v in self.headers:
+            if k != "Content-Length":
+                _check_line(f"{k} header", f"{k}{v}")
+                lines.append(f"{k}: {v}")
         lines.append(f"Content-Length: {len(self.body)}")
         head = "\r\n".join(lines) + "\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + self.body
@@ -172,6 +198,36 @@ class SipResponse(_MessageBase):
 
 
 SipMessage = SipRequest | SipResponse
+
+
+def build_response(
+    request: SipRequest,
+    status: int,
+    reason: str,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    vias: Iterable[str] | None = None,
+) -> SipResponse:
+    """A response to `request` (RFC 3261 §8.2.6.2): its Via, From, To, Call-ID and CSeq,
+    `to_tag` added to a To without one (not on a 100), then `headers`.
+
+    `vias` replaces the request's Via lines (a UAS filling in `received`/`rport`).
+    """
+    h = Headers()
+    for via in request.headers.get_all("Via") if vias is None else vias:
+        h.add("Via", via)
+    h.add("From", request.headers.get("From") or "")
+    to = request.headers.get("To") or ""
+    if to_tag and status > 100 and request.to_addr.tag is None:
+        to += f";tag={to_tag}"
+    h.add("To", to)
+    h.add("Call-ID", request.call_id)
+    h.add("CSeq", request.headers.get("CSeq") or "")
+    for name, value in headers:
+        h.add(name, value)
+    return SipResponse(headers=h, status=status, reason=reason, body=body)
 
 
 def _parse_cseq(value: str) -> tuple[int, str]:

@@ -24,14 +24,26 @@ def failed_invite_result(result: InviteResult, *, endpoint: str | None = None) -
     code, reason = result.status, result.reason
     detail = f"SIP {code} {reason}".strip()
     if result.cancelled_by == "ring-timeout":
-        return DialResult(Outcome.NO_ANSWER, sip_code=code, endpoint=endpoint,
-                          error_message="no answer before the ring timeout")  # fmt: skip
+        return DialResult(
+            Outcome.NO_ANSWER,
+            sip_code=code,
+            endpoint=endpoint,
+            error_message="no answer before the ring timeout",
+        )
     if result.cancelled_by == "hangup":
-        return DialResult(Outcome.CANCELED, sip_code=code, endpoint=endpoint,
-                          error_message="hung up while ringing")  # fmt: skip
+        return DialResult(
+            Outcome.CANCELED,
+            sip_code=code,
+            endpoint=endpoint,
+            error_message="hung up while ringing",
+        )
     if result.timed_out:
-        return DialResult(Outcome.FAILED, sip_code=408, endpoint=endpoint,
-                          error_message="no response from the SIP trunk (timeout)")  # fmt: skip
+        return DialResult(
+            Outcome.FAILED,
+            sip_code=408,
+            endpoint=endpoint,
+            error_message="no response from the SIP trunk (timeout)",
+        )
     if code in _BUSY:
         outcome, message = Outcome.BUSY, None
     elif code in _NO_ANSWER:
@@ -42,8 +54,13 @@ def failed_invite_result(result: InviteResult, *, endpoint: str | None = None) -
         outcome, message = Outcome.FAILED, f"invalid number: {_INVALID[code]} ({detail})"
     elif code == 503:
         retry = result.retry_after_s if result.retry_after_s is not None else DEFAULT_RETRY_AFTER_S
-        return DialResult(Outcome.FAILED, sip_code=code, retry_after_s=retry, endpoint=endpoint,
-                          error_message=f"network busy, retry later ({detail})")  # fmt: skip
+        return DialResult(
+            Outcome.FAILED,
+            sip_code=code,
+            retry_after_s=retry,
+            endpoint=endpoint,
+            error_message=f"network busy, retry later ({detail})",
+        )
     elif code in (401, 407):
         outcome, message = Outcome.FAILED, f"authentication with the trunk failed ({detail})"
     else:

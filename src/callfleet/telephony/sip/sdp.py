@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import structlog
+
 from callfleet.telephony.sip.errors import SdpError
+from callfleet.telephony.sip.message import SipMessage
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
+    "negotiate_or_warn",
     "DTMF_PAYLOAD_TYPE",
     "MediaDescription",
     "NegotiatedMedia",
@@ -28,8 +34,14 @@ DTMF_PAYLOAD_TYPE = 101
 _STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 _SUPPORTED = ("PCMU", "PCMA")
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-_MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
-           "inactive": "inactive"}  # fmt: skip
+_MAX_PTIME_MS = 1000
+"""Packet times above a second are not telephony; RFC 4566 leaves ptime unbounded."""
+_MIRROR = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
 
 
 @dataclass
@@ -106,7 +118,8 @@ def parse_sdp(body: bytes) -> SessionDescription:
             if kind == "o":
                 user, sid, ver, _net, _atype, addr = value.split()[:6]
                 sdp.origin_user, sdp.origin_address = user, addr
-                sdp.session_id, sdp.session_version = int(sid), int(ver)
+                sdp.session_id = _bounded(sid, 0, 2**64 - 1, "o= session id")
+                sdp.session_version = _bounded(ver, 0, 2**64 - 1, "o= version")
             elif kind == "c":
                 addr = value.split()[2].split("/")[0]
                 if current is None:
@@ -116,14 +129,25 @@ def parse_sdp(body: bytes) -> SessionDescription:
             elif kind == "m":
                 media, port, proto, *fmts = value.split()
                 current = MediaDescription(
-                    media, int(port.split("/")[0]), proto, [int(f) for f in fmts if f.isdigit()]
+                    media,
+                    _bounded(port.split("/")[0], 0, 65535, "m= port"),
+                    proto,
+                    [int(f) for f in fmts if f.isdigit() and int(f) <= 127],
                 )
                 sdp.media.append(current)
             elif kind == "a":
                 _parse_attribute(sdp, current, value)
-        except (ValueError, IndexError) as exc:
-            raise SdpError(f"bad SDP line {line[:80]!r}") from exc
+        except (ValueError, IndexError, OverflowError) as exc:
+            raise SdpError(f"bad SDP line {line[:80]!r}: {exc}") from exc
     return sdp
+
+
+def _bounded(text: str, low: int, high: int, what: str) -> int:
+    """A decimal integer in [low, high]; ValueError (an SdpError above) otherwise."""
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{what} out of range {low}..{high}")
+    return value
 
 
 def _parse_attribute(sdp: SessionDescription, m: MediaDescription | None, value: str) -> None:
@@ -138,12 +162,18 @@ def _parse_attribute(sdp: SessionDescription, m: MediaDescription | None, value:
     elif name == "rtpmap":
         pt, enc = rest.split(None, 1)
         codec, rate = enc.split("/")[:2]
-        m.rtpmap[int(pt)] = (codec, int(rate))
+        m.rtpmap[_bounded(pt, 0, 127, "payload type")] = (
+            codec,
+            _bounded(rate, 1, 1_000_000, "clock rate"),
+        )
     elif name == "fmtp":
         pt, params = rest.split(None, 1)
-        m.fmtp[int(pt)] = params
+        m.fmtp[_bounded(pt, 0, 127, "payload type")] = params
     elif name == "ptime":
-        m.ptime = int(float(rest))
+        ptime = float(rest)  # "20.0" occurs in the wild; "inf" and "nan" must not pass
+        if not 0 < ptime <= _MAX_PTIME_MS:
+            raise ValueError(f"ptime out of range 1..{_MAX_PTIME_MS}")
+        m.ptime = max(1, int(ptime))
     else:
         m.other.append(value)
 
@@ -173,15 +203,22 @@ def build_offer(
     host: str, port: int, *, session_id: int, version: int, direction: str = "sendrecv"
 ) -> SessionDescription:
     media = MediaDescription(
-        "audio", port, "RTP/AVP", [0, 8, DTMF_PAYLOAD_TYPE],
-        rtpmap={0: ("PCMU", 8000), 8: ("PCMA", 8000),
-                DTMF_PAYLOAD_TYPE: ("telephone-event", 8000)},
-        fmtp={DTMF_PAYLOAD_TYPE: "0-16"}, direction=direction, ptime=20,
-    )  # fmt: skip
+        "audio",
+        port,
+        "RTP/AVP",
+        [0, 8, DTMF_PAYLOAD_TYPE],
+        rtpmap={0: ("PCMU", 8000), 8: ("PCMA", 8000), DTMF_PAYLOAD_TYPE: ("telephone-event", 8000)},
+        fmtp={DTMF_PAYLOAD_TYPE: "0-16"},
+        direction=direction,
+        ptime=20,
+    )
     return SessionDescription(
-        session_id=session_id, session_version=version, origin_address=host,
-        connection=host, media=[media],
-    )  # fmt: skip
+        session_id=session_id,
+        session_version=version,
+        origin_address=host,
+        connection=host,
+        media=[media],
+    )
 
 
 def _audio(sdp: SessionDescription) -> MediaDescription:
@@ -229,11 +266,32 @@ def answer_offer(
         rtpmap[media.dtmf_payload_type] = ("telephone-event", 8000)
         fmtp[media.dtmf_payload_type] = "0-16"
     answer = MediaDescription(
-        "audio", port, "RTP/AVP", pts, rtpmap=rtpmap, fmtp=fmtp,
-        direction=_MIRROR[media.remote_direction], ptime=20,
-    )  # fmt: skip
+        "audio",
+        port,
+        "RTP/AVP",
+        pts,
+        rtpmap=rtpmap,
+        fmtp=fmtp,
+        direction=_MIRROR[media.remote_direction],
+        ptime=20,
+    )
     sdp = SessionDescription(
-        session_id=session_id, session_version=version, origin_address=host,
-        connection=host, media=[answer],
-    )  # fmt: skip
+        session_id=session_id,
+        session_version=version,
+        origin_address=host,
+        connection=host,
+        media=[answer],
+    )
     return sdp, media
+
+
+def negotiate_or_warn(message: SipMessage, what: str) -> NegotiatedMedia | None:
+    """The media a message's SDP answer agrees on; None without an SDP body, or when
+    it is unusable (logged as `what`: a bad answer is ignored, never fatal)."""
+    if not message.body or message.content_type != "application/sdp":
+        return None
+    try:
+        return negotiate(parse_sdp(message.body))
+    except SdpError as exc:
+        log.warning(what, error=str(exc))
+        return None

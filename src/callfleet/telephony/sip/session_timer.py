@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
+
+import structlog
 
 from callfleet.telephony.sip.message import SipMessage
 from callfleet.telephony.sip.uri import parse_params
 
 __all__ = ["SessionTimer", "parse_session_expires"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
+
+
+def parse_min_se(message: SipMessage) -> int | None:
+    """The Min-SE of a message (a 422's floor for Session-Expires), if it has a valid one."""
+    value = (message.headers.get("Min-SE") or "").split(";")[0].strip()
+    return int(value) if value.isdigit() else None
 
 
 def parse_session_expires(message: SipMessage) -> tuple[int, str | None] | None:
@@ -67,10 +74,10 @@ class SessionTimer:
     async def _run(self, interval: int, we_refresh: bool) -> None:
         if we_refresh:
             await asyncio.sleep(interval / 2)
-            log.debug("session timer: refreshing after %ss", interval / 2)
+            log.debug("sip_session_timer_refresh_due", after_s=interval / 2)
             if not await self._refresh():
                 await self._expire()
         else:
             await asyncio.sleep(interval - min(32, interval / 3))
-            log.info("session timer expired without a refresh from the peer")
+            log.info("sip_session_timer_expired_without_refresh")
             await self._expire()

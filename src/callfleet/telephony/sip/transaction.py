@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import structlog
 
 from callfleet.telephony.sip.errors import TransactionTimeout, TransportError
 from callfleet.telephony.sip.message import Headers, SipMessage, SipRequest, SipResponse
@@ -29,7 +30,7 @@ __all__ = [
     "build_non_2xx_ack",
 ]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 Sender = Callable[[SipMessage], None]
 
@@ -108,7 +109,7 @@ class _ClientTransaction:
         try:
             self._send(message)
         except TransportError as exc:
-            log.warning("retransmission failed: %s", exc)
+            log.warning("sip_retransmission_failed", error=str(exc))
 
     def terminate(self) -> None:
         if self.state is TxState.TERMINATED:

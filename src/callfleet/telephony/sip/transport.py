@@ -4,28 +4,36 @@ A transport turns bytes into parsed messages and back. Whatever arrives that is
 not a SIP message (garbage, truncations, keep-alive CRLFs) is logged and dropped
 here and never reaches the transaction layer. TCP frames messages by
 Content-Length, keeps one connection per peer, and also listens on its port so a
-peer may open its own connection towards our Contact.
+peer may open its own connection towards our Contact. What it takes from the
+network is bounded (`SipLimits`): the body a message may announce, the number of
+inbound connections, how long one may stay idle, and (when the owner says who it
+trusts) which hosts may connect at all. What it refuses is counted in `SIP_DROPS`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+import structlog
+
+from callfleet.telephony.sip.config import SipLimits
+from callfleet.telephony.sip.drops import SIP_DROPS
 from callfleet.telephony.sip.errors import SipParseError, TransportError
 from callfleet.telephony.sip.message import MAX_HEADER_BYTES, SipMessage, parse_message
 
 __all__ = ["Address", "MessageHandler", "SipTransport", "TcpTransport", "UdpTransport"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 Address = tuple[str, int]
 MessageHandler = Callable[[SipMessage, Address], None]
+PeerFilter = Callable[[str], bool]
+"""Whether a host may open a connection to us (None: anyone may)."""
 _SOCKET_BUFFER = 4 << 20
 """Bytes asked for each UDP socket's receive and send buffers. With hundreds of calls
 in flight, bursts of INVITEs, BYEs and their retransmissions overflowed the default
@@ -51,9 +59,12 @@ class SipTransport(ABC):
         try:
             message = parse_message(data, stream=stream)
         except SipParseError as exc:
-            log.warning("dropping unparseable SIP data from %s: %s", source, exc)
+            log.warning("sip_unparseable_data_dropped", source=source, error=str(exc))
             return
-        self._handler(message, source)
+        try:
+            self._handler(message, source)
+        except Exception:  # one bad message must not end a TCP connection other calls share
+            log.exception("sip_message_handling_failed", source=source)
 
     @abstractmethod
     def send(self, message: SipMessage, dest: Address) -> None: ...
@@ -74,7 +85,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._owner._deliver(data, (str(addr[0]), int(addr[1])), stream=False)
 
     def error_received(self, exc: Exception) -> None:
-        log.info("UDP error (ICMP unreachable?): %s", exc)
+        log.info("sip_udp_error", error=str(exc))  # often an ICMP unreachable
 
 
 def _enlarge_buffers(sock: socket.socket) -> None:
@@ -82,12 +93,10 @@ def _enlarge_buffers(sock: socket.socket) -> None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
         except OSError as exc:  # some platforms refuse sizes above their limit
-            log.debug("UDP %s buffer: cannot ask for %d bytes: %s", label, _SOCKET_BUFFER, exc)
+            log.debug("sip_udp_buffer_refused", buffer=label, asked=_SOCKET_BUFFER, error=str(exc))
         # Linux doubles the (capped) request to leave room for its bookkeeping and reports that.
         granted = sock.getsockopt(socket.SOL_SOCKET, option)
-        log.debug(
-            "UDP %s buffer: asked %d bytes, kernel reports %d", label, _SOCKET_BUFFER, granted
-        )
+        log.debug("sip_udp_buffer", buffer=label, asked=_SOCKET_BUFFER, granted=granted)
 
 
 class UdpTransport(SipTransport):
@@ -129,16 +138,34 @@ class TcpTransport(SipTransport):
     name = "TCP"
     reliable = True
 
-    def __init__(self, handler: MessageHandler) -> None:
+    def __init__(
+        self,
+        handler: MessageHandler,
+        limits: SipLimits | None = None,
+        accept: PeerFilter | None = None,
+    ) -> None:
         super().__init__(handler)
+        # Without limits (the simulator, ours, whose peer is our own client): the caps,
+        # but no idle timeout, which would cut our connection to it during a long call.
+        self.limits = limits or SipLimits(tcp_idle_timeout_s=None)
+        self._accept = accept
         self._server: asyncio.Server | None = None
         self._writers: dict[Address, asyncio.StreamWriter] = {}
         self._readers: set[asyncio.Task[None]] = set()
         self._connecting: dict[Address, asyncio.Task[None]] = {}
+        self._inbound = 0
 
     @classmethod
-    async def open(cls, host: str, port: int, handler: MessageHandler) -> TcpTransport:
-        self = cls(handler)
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        handler: MessageHandler,
+        *,
+        limits: SipLimits | None = None,
+        accept: PeerFilter | None = None,
+    ) -> TcpTransport:
+        self = cls(handler, limits, accept)
         try:
             self._server = await asyncio.start_server(
                 self._accepted, host, port, limit=2 * MAX_HEADER_BYTES
@@ -151,8 +178,22 @@ class TcpTransport(SipTransport):
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         addr = (str(peer[0]), int(peer[1]))
+        refused = None
+        if self._accept is not None and not self._accept(addr[0]):
+            refused = "stranger_connection"
+        elif self._inbound >= self.limits.max_tcp_connections:
+            refused = "tcp_connections_full"
+        if refused is not None:
+            SIP_DROPS.add(refused)
+            log.info("sip_tcp_connection_refused", peer=addr, reason=refused)
+            writer.close()
+            return
+        self._inbound += 1
         self._writers[addr] = writer
-        await self._read_loop(addr, reader, writer)
+        try:
+            await self._read_loop(addr, reader, writer, idle_s=self.limits.tcp_idle_timeout_s)
+        finally:
+            self._inbound -= 1
 
     async def connect(self, dest: Address) -> None:
         if dest in self._writers:
@@ -179,20 +220,36 @@ class TcpTransport(SipTransport):
         task.add_done_callback(self._readers.discard)
 
     async def _read_loop(
-        self, addr: Address, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        addr: Address,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        idle_s: float | None = None,
     ) -> None:
+        """Read messages until the peer goes; `idle_s` (inbound connections) bounds the
+        wait for each message's headers, so a silent connection does not stay forever."""
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                async with asyncio.timeout(idle_s):
+                    head = await reader.readuntil(b"\r\n\r\n")
                 if not head.strip(b"\r\n"):
                     continue
                 match = _CONTENT_LENGTH.search(head.lstrip(b"\r\n"))
-                body = await reader.readexactly(int(match.group(1))) if match else b""
+                length = int(match.group(1)) if match else 0
+                if length > self.limits.max_content_length:
+                    SIP_DROPS.add("content_length")
+                    log.warning("sip_tcp_body_too_large_closing", peer=addr, length=length)
+                    return
+                body = await reader.readexactly(length) if length else b""
                 self._deliver(head + body, addr, stream=True)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except TimeoutError:
+            SIP_DROPS.add("tcp_idle_timeout")
+            log.info("sip_tcp_idle_closing", peer=addr, idle_s=idle_s)
         except (asyncio.LimitOverrunError, ValueError):
-            log.warning("TCP framing lost with %s (oversized headers); closing", addr)
+            log.warning("sip_tcp_framing_lost_closing", peer=addr, cause="oversized headers")
         finally:
             if self._writers.get(addr) is writer:
                 del self._writers[addr]

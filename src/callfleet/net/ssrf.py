@@ -2,15 +2,18 @@
 
 A webhook URL is chosen by an API user, so without a check a delivery could be aimed at the
 server itself, the operator's private network or a cloud metadata service (server-side
-request forgery). `check_url_syntax` is the cheap check made when a request is validated;
+request forgery). `check_url_syntax` is the cheap check made when a request is validated
+(pure, so it lives in `callfleet.domain.urls`; re-exported here with its errors);
 `resolve_and_check` is made before every attempt: it resolves the host (A and AAAA) and
 refuses the target if *any* address is loopback, private, link-local, carrier-grade NAT,
 unspecified, multicast, reserved or otherwise not globally routable, including IPv6 forms
 that embed such an IPv4 address (IPv4-mapped, 6to4, Teredo, NAT64), following the rules of
 Stripe's Smokescreen proxy. Operators who deliver to receivers on their own network set
-`CALLFLEET_WEBHOOK_ALLOW_PRIVATE=true`; cloud metadata addresses stay refused even then,
-because no legitimate receiver lives there. The caller should connect to the returned
-addresses rather than resolve the name again, so a DNS answer cannot change in between.
+`CALLFLEET_WEBHOOK_ALLOW_PRIVATE=true`; cloud metadata addresses (169.254.169.254,
+fd00:ec2::254, fe80::a9fe:a9fe, 100.100.100.200, 192.0.0.192, 168.63.129.16) and all of
+169.254.0.0/16 stay refused even then, because no legitimate receiver lives there. The
+caller should connect to the returned addresses rather than resolve the name again, so a
+DNS answer cannot change in between.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ import asyncio
 import ipaddress
 import socket
 from typing import ClassVar, Final
-from urllib.parse import urlsplit
 
 import httpx
 
+from callfleet.domain.urls import (
+    MAX_URL_LENGTH,
+    InvalidWebhookUrl,
+    WebhookTargetError,
+    check_url_syntax,
+)
+
 __all__ = [
     "ALLOW_PRIVATE_SETTING",
+    "ALWAYS_REFUSED",
     "MAX_URL_LENGTH",
     "InvalidWebhookUrl",
     "UnresolvableTarget",
@@ -38,28 +48,31 @@ __all__ = [
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ALLOW_PRIVATE_SETTING: Final = "CALLFLEET_WEBHOOK_ALLOW_PRIVATE=true"
-MAX_URL_LENGTH: Final = 2048
 DNS_TIMEOUT_S: Final = 5.0
 
 _METADATA_ADDRESSES: Final = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure IMDS, OpenStack, DigitalOcean
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud
+        "168.63.129.16",  # Azure's wire server (a public address, so named here)
+        "fe80::a9fe:a9fe",  # 169.254.169.254 as an IPv6 link-local (OpenStack, Oracle)
+    )
 )
 _METADATA: Final = "a cloud metadata address"
+_IPV4_LINK_LOCAL: Final = ipaddress.IPv4Network("169.254.0.0/16")
+# Clouds put metadata and instance services anywhere in 169.254.0.0/16, and no
+# legitimate receiver or carrier lives there, so the whole range stays refused.
+_IPV4_LINK_LOCAL_REASON: Final = "a link-local address (169.254.0.0/16, home of cloud metadata)"
+ALWAYS_REFUSED: Final = frozenset({_METADATA, _IPV4_LINK_LOCAL_REASON})
+"""The reasons no `allow_private` setting lifts."""
 _CGNAT: Final = ipaddress.IPv4Network("100.64.0.0/10")
 _NAT64: Final = (
     ipaddress.IPv6Network("64:ff9b::/96"),
     ipaddress.IPv6Network("64:ff9b:1::/48"),
 )
-
-
-class WebhookTargetError(Exception):
-    """Base class of the errors about where a webhook is to be delivered."""
-
-    retryable: ClassVar[bool] = False
-
-
-class InvalidWebhookUrl(WebhookTargetError, ValueError):
-    """The webhook URL is malformed or not allowed (scheme, host, credentials, length)."""
 
 
 class UnsafeTarget(WebhookTargetError, ValueError):
@@ -71,7 +84,7 @@ class UnsafeTarget(WebhookTargetError, ValueError):
         self.reason = reason
         hint = (
             "Cloud metadata addresses are always refused."
-            if reason == _METADATA
+            if any(reason.endswith(r) for r in ALWAYS_REFUSED)  # IPv6 forms end alike
             else f"Use a publicly reachable URL, or if the receiver is meant to be on the "
             f"operator's own network, set {ALLOW_PRIVATE_SETTING}."
         )
@@ -85,38 +98,6 @@ class UnresolvableTarget(WebhookTargetError):
     """The webhook host did not resolve; DNS may recover, so the delivery is retried."""
 
     retryable: ClassVar[bool] = True
-
-
-def check_url_syntax(url: str) -> None:
-    """Raise `InvalidWebhookUrl` unless `url` is an acceptable webhook URL; no DNS is used.
-
-    Accepted: `http` or `https`, a host, no user name or password, an optional valid
-    port, at most `MAX_URL_LENGTH` characters, no whitespace or control characters.
-    """
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidWebhookUrl(f"webhook URL is longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise InvalidWebhookUrl("webhook URL contains whitespace or control characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidWebhookUrl(f"webhook URL is malformed: {exc}") from exc
-    if parts.scheme.lower() not in ("http", "https"):
-        raise InvalidWebhookUrl("webhook URL must start with http:// or https://")
-    if "@" in parts.netloc:
-        raise InvalidWebhookUrl(
-            "webhook URL must not contain a user name or password; "
-            "authenticate deliveries by verifying the webhook-signature header"
-        )
-    if not parts.hostname:
-        raise InvalidWebhookUrl("webhook URL has no host")
-    if port == 0:
-        raise InvalidWebhookUrl("webhook URL has port 0")
-    try:
-        httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise InvalidWebhookUrl(f"webhook URL is malformed: {exc}") from exc
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -135,12 +116,15 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 def unsafe_reason(address: IPAddress, *, allow_private: bool = False) -> str | None:
     """Say why deliveries must not reach `address`, or return None if they may.
 
-    With `allow_private` only cloud metadata addresses are refused.
+    With `allow_private` only cloud metadata addresses and 169.254.0.0/16 (`ALWAYS_REFUSED`)
+    are refused.
     """
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
         address = ipaddress.IPv6Address(address.compressed.split("%", 1)[0])
     if address in _METADATA_ADDRESSES:
         return _METADATA
+    if isinstance(address, ipaddress.IPv4Address) and address in _IPV4_LINK_LOCAL:
+        return _IPV4_LINK_LOCAL_REASON
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
         if embedded is not None:

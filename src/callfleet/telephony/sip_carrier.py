@@ -1,11 +1,11 @@
 """`SipCarrier`: the carrier port (`callfleet.telephony.carrier`) over our SIP client.
 
 It places each `DialRequest` as an INVITE to the request's trunk, reports ringing
-and answer through `CallEvents`, and once answered runs the call's media: the AI
-agent (`media`, a `callfleet.agent.CallMedia`) on the RTP stream, or silence when
-there is none (load tests). The call lasts until the agent hangs up, the remote
+and answer through `CallEvents`, and once answered puts its `talker` on the line
+(`callfleet.telephony.line`: the AI agent, in production) on the RTP stream, or
+sends silence when there is none (load tests). The call lasts until the agent hangs up, the remote
 hangs up, `request.hangup` is set, `max_duration_s` passes or the media goes dead.
-The agent's outcome (transcript, recording, `answered_by`, latency) becomes the
+The talker's outcome (transcript, recording, `answered_by`, latency) becomes the
 `DialResult`. Outcomes of the call are returned, never raised; if the task is
 cancelled (shutdown) the call is still released (CANCEL or BYE) before the
 cancellation propagates.
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import structlog
+
+from callfleet.net.trunks import TrunkPolicy, TrunkRefused, TrunkUnresolvable, resolve_trunk
 from callfleet.telephony.carrier import (
     AnsweredBy,
     CallEvents,
@@ -31,25 +32,31 @@ from callfleet.telephony.carrier import (
     Outcome,
     TrunkTarget,
 )
+from callfleet.telephony.line import AnsweredCall, LineOutcome, LineSession, Talker
+from callfleet.telephony.line_recorder import LineRecorder
 from callfleet.telephony.rtp.session import RtpSession
 from callfleet.telephony.sip.auth import Credentials
 from callfleet.telephony.sip.call import Call, EndReason
 from callfleet.telephony.sip.client import SipClient, SipClientConfig
-from callfleet.telephony.sip.errors import SipError
+from callfleet.telephony.sip.config import SipLimits
+from callfleet.telephony.sip.errors import SipError, TransportError
 from callfleet.telephony.sip.invite import InviteResult
+from callfleet.telephony.sip.message import UnsafeHeaderValue
 from callfleet.telephony.sip.outcome import failed_invite_result
 from callfleet.telephony.sip.transaction import SipTimers
 
-if TYPE_CHECKING:
-    from callfleet.agent.call_audio import CallAudio
-    from callfleet.agent.session import AgentOutcome, CallMedia
+__all__ = ["CALL_HEADER", "REFUSED_AT_DIAL", "UNREACHABLE", "SipCarrier", "SipCarrierConfig"]
 
-__all__ = ["CALL_HEADER", "SipCarrier", "SipCarrierConfig"]
-
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 _RELEASE_TIMEOUT_S = 5.0
 _AGENT_STOP_S = 15.0
 """How long an agent gets to wrap up (close its recording) after the call ended."""
+REFUSED_AT_DIAL = (
+    "the trunk's host is not an allowed call destination; see the operator's address policy"
+)
+"""The one message for every refusal of the trunk address policy: it names no address."""
+UNREACHABLE = "no response from the SIP trunk (no answer, or no connection)"
+"""The one message for a trunk that cannot be reached, refused port or silence alike."""
 CALL_HEADER = "X-Callfleet-Call"
 """Sent on every INVITE: `<call id>;attempt=<n>`, so the far end's records (the
 simulator's, a carrier's CDRs) tie each INVITE to one attempt of one call."""
@@ -67,15 +74,24 @@ class SipCarrierConfig:
     timers: SipTimers = field(default_factory=SipTimers)
     recordings_dir: Path | None = None
     """Where the agent writes recordings of calls sent with `record: true`."""
+    sip_limits: SipLimits = field(default_factory=SipLimits)
+    """What the SIP listener takes from the network (and from whom)."""
 
 
 class SipCarrier:
     def __init__(
-        self, config: SipCarrierConfig | None = None, *, media: CallMedia | None = None
+        self,
+        config: SipCarrierConfig | None = None,
+        *,
+        talker: Talker | None = None,
+        trunk_policy: TrunkPolicy | None = None,
     ) -> None:
         self.config = config or SipCarrierConfig()
-        self.media = media
-        """The agent on answered calls; None sends silence."""
+        self.talker = talker
+        """What talks on answered calls (the agent); None sends silence."""
+        self.trunk_policy = trunk_policy
+        """Where tenants' trunks may send calls, checked at every dial (`place_call`);
+        None checks nothing (tests that dial their own peers)."""
         self._clients: dict[str, SipClient] = {}
         self._lock = asyncio.Lock()
 
@@ -86,9 +102,8 @@ class SipCarrier:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
-        close = getattr(self.media, "close", None)
-        if close is not None:
-            await close()
+        if self.talker is not None:
+            await self.talker.close()
 
     async def _client(self, transport: str) -> SipClient:
         kind = transport.lower()
@@ -96,37 +111,98 @@ class SipCarrier:
             client = self._clients.get(kind)
             if client is None:
                 cfg = self.config
-                client = SipClient(SipClientConfig(
-                    bind_host=cfg.bind_host, transport=kind, advertised_host=cfg.advertised_host,
-                    user_agent=cfg.user_agent, timers=cfg.timers,
-                    session_expires_s=cfg.session_expires_s,
-                ))  # fmt: skip
+                client = SipClient(
+                    SipClientConfig(
+                        bind_host=cfg.bind_host,
+                        transport=kind,
+                        advertised_host=cfg.advertised_host,
+                        user_agent=cfg.user_agent,
+                        timers=cfg.timers,
+                        session_expires_s=cfg.session_expires_s,
+                        limits=cfg.sip_limits,
+                    )
+                )
                 await client.start()
                 self._clients[kind] = client
             return client
 
     async def place_call(self, request: DialRequest, events: CallEvents) -> DialResult:
+        """Place a call through a tenant's trunk: its host passes `trunk_policy` first."""
+        return await self._place(request, events, self.trunk_policy)
+
+    async def place_own_call(self, request: DialRequest, events: CallEvents) -> DialResult:
+        """Place a call to a SIP server of our own (the built-in phone simulator), which
+        no tenant chose: no address policy applies."""
+        return await self._place(request, events, None)
+
+    async def _place(
+        self, request: DialRequest, events: CallEvents, policy: TrunkPolicy | None
+    ) -> DialResult:
         trunk = request.trunk
         if trunk is None:
             return self._failed("no SIP trunk configured for this call")
         try:
+            proxy = await self._destination(request, trunk, policy)
+        except TrunkRefused:
+            return self._failed(REFUSED_AT_DIAL)
+        except TrunkUnresolvable:
+            return self._failed(f"the trunk's host {trunk.host!r} does not resolve")
+        try:
             client = await self._client(trunk.transport)
-            proxy = await client.resolve(trunk.host, trunk.port)
             rtp = await RtpSession.open(
-                self.config.bind_host, port_range=self.config.rtp_port_range,
+                self.config.bind_host,
+                port_range=self.config.rtp_port_range,
                 inactivity_timeout_s=self.config.inactivity_timeout_s,
-            )  # fmt: skip
+                latch_host=proxy[0],  # only the trunk may move the media (NAT)
+                # and the media may go only where the trunk itself may
+                media_policy=policy.media_refusal if policy is not None else None,
+            )
         except (SipError, OSError) as exc:
             return self._failed(f"cannot start the call: {exc}")
+        if self.talker is not None:
+            self.talker.prepare(request)  # its known lines get ready while it rings
         try:
             result = await self._invite(client, rtp, request, events, trunk, proxy)
+            if result.timed_out:
+                return self._unreachable(request, "no final response (Timer B)")
             if result.call is None:
                 return failed_invite_result(result, endpoint=self.describe())
             return await self._converse(result.call, rtp, request, events, trunk)
-        except (SipError, OSError) as exc:
+        except UnsafeHeaderValue as exc:
+            return self._failed(str(exc))
+        except (TransportError, OSError) as exc:
+            return self._unreachable(request, str(exc))
+        except SipError as exc:
             return self._failed(f"SIP error: {exc}")
         finally:
             await rtp.close()
+
+    async def _destination(
+        self, request: DialRequest, trunk: TrunkTarget, policy: TrunkPolicy | None
+    ) -> tuple[str, int]:
+        """Where the INVITE goes: with a policy, an address it just checked (so a DNS
+        answer cannot change between the check and the connection)."""
+        try:
+            addresses = await resolve_trunk(trunk.host, trunk.port, policy)
+        except TrunkRefused as exc:
+            log.warning(
+                "dial refused by the trunk address policy",
+                call_id=request.call_id,
+                host=trunk.host,
+                address=exc.address,
+                reason=exc.reason,
+            )
+            raise
+        return addresses[0], trunk.port
+
+    def _unreachable(self, request: DialRequest, detail: str) -> DialResult:
+        """One answer for a trunk that cannot be reached, whatever the socket said
+        (refused, reset, unreachable or silent), so calls cannot scan ports; the
+        operator's log keeps the detail."""
+        log.info("the SIP trunk was not reached", call_id=request.call_id, detail=detail)
+        return DialResult(
+            Outcome.FAILED, sip_code=408, error_message=UNREACHABLE, endpoint=self.describe()
+        )
 
     async def _invite(
         self,
@@ -145,13 +221,19 @@ class SipCarrier:
         credentials = None
         if trunk.username and trunk.password:
             credentials = Credentials(trunk.username, trunk.password)
-        invite = asyncio.create_task(client.invite(
-            f"sip:{number}@{trunk.host}:{trunk.port}{suffix}", media=rtp,
-            from_uri=f"sip:{caller}@{trunk.from_domain or trunk.host}",
-            credentials=credentials, ring_timeout_s=request.ring_timeout_s, hangup=stop,
-            on_ringing=events.ringing, proxy=proxy,
-            headers=[(CALL_HEADER, f"{request.call_id};attempt={request.attempt}")],
-        ))  # fmt: skip
+        invite = asyncio.create_task(
+            client.invite(
+                f"sip:{number}@{trunk.host}:{trunk.port}{suffix}",
+                media=rtp,
+                from_uri=f"sip:{caller}@{trunk.from_domain or trunk.host}",
+                credentials=credentials,
+                ring_timeout_s=request.ring_timeout_s,
+                hangup=stop,
+                on_ringing=events.ringing,
+                proxy=proxy,
+                headers=[(CALL_HEADER, f"{request.call_id};attempt={request.attempt}")],
+            )
+        )
         try:
             return await asyncio.shield(invite)
         except asyncio.CancelledError:
@@ -173,13 +255,16 @@ class SipCarrier:
     ) -> DialResult:
         answered_at = datetime.now(UTC)
         error: str | None = None
-        agent: asyncio.Task[AgentOutcome] | None = None
-        audio: CallAudio | None = None
-        outcome: AgentOutcome | None = None
+        agent: asyncio.Task[LineOutcome] | None = None
+        outcome: LineOutcome | None = None
         ended = asyncio.Event()
+        recorder = None
         try:
-            if self.media is not None:
-                agent, audio = self._start_agent(call, rtp, request, trunk, ended)
+            if self.talker is not None:
+                agent = self._start_agent(self.talker, call, rtp, request, trunk, ended)
+            elif request.record and (path := self._recording_path(request)) is not None:
+                recorder = LineRecorder(path)
+                rtp.on_audio = recorder.write
             await events.answered()
             waits: dict[str, asyncio.Future[object]] = {
                 "remote": asyncio.ensure_future(call.ended.wait()),
@@ -190,14 +275,17 @@ class SipCarrier:
                 waits["agent"] = agent  # type: ignore[assignment]
             try:
                 done, _ = await asyncio.wait(
-                    waits.values(), timeout=request.max_duration_s,
+                    waits.values(),
+                    timeout=request.max_duration_s,
                     return_when=asyncio.FIRST_COMPLETED,
-                )  # fmt: skip
+                )
             finally:
                 for name, fut in waits.items():
                     if name != "agent":
                         fut.cancel()
-            if waits["dead"] in done and not call.ended.is_set():
+            if rtp.refused is not None:
+                error = rtp.refused
+            elif waits["dead"] in done and not call.ended.is_set():
                 error = "media timeout: no RTP from the remote"
             if agent is not None:
                 ended.set()
@@ -208,59 +296,49 @@ class SipCarrier:
                 agent.cancel()
             await asyncio.shield(call.hangup())
             await call.aclose()
-        result = self._result(call, request, answered_at, error, outcome)
-        if audio is not None and outcome is not None:
-            result.latency_ms = list(audio.latencies_ms)
-        return result
+            if recorder is not None:
+                outcome = LineOutcome(recording_path=recorder.close())
+        return self._result(call, request, answered_at, error, outcome)
 
     def _start_agent(
         self,
+        talker: Talker,
         call: Call,
         rtp: RtpSession,
         request: DialRequest,
         trunk: TrunkTarget,
         ended: asyncio.Event,
-    ) -> tuple[asyncio.Task[AgentOutcome], CallAudio]:
-        """Put the agent on the line: the RTP stream's two hooks feed its `CallAudio`."""
-        from callfleet.agent.call_audio import CallAudio
-        from callfleet.agent.options import AgentOptions
-        from callfleet.agent.session import AgentCall
-
-        assert self.media is not None
-        audio = CallAudio()
-        rtp.on_audio = audio.feed
-        rtp.source = audio
-        params = dict(request.params)
-        params["record"] = request.record
-        params["answered_by_enabled"] = request.answered_by_enabled
-        recording = None
-        if request.record and self.config.recordings_dir is not None:
-            name = re.sub(r"[^A-Za-z0-9_-]", "_", request.call_id)
-            recording = self.config.recordings_dir / f"{name}-{request.attempt}.wav"
+    ) -> asyncio.Task[LineOutcome]:
+        """Put the talker on the line: the RTP stream's hooks feed its session."""
+        recording = self._recording_path(request) if request.record else None
 
         async def transfer(number: str) -> bool:
             plain = "".join(number.split())
             return await call.refer(f"sip:{plain}@{trunk.host}:{trunk.port}")
 
-        job = AgentCall(
-            call_id=request.call_id,
-            options=AgentOptions.from_params(params),
-            recording_path=recording,
-            transfer=transfer,
-        )
-        task = asyncio.create_task(self.media.run(job, audio, ended), name=f"agent-{job.call_id}")
-        return task, audio
+        session: LineSession = talker.answer(AnsweredCall(request, recording, transfer))
+        rtp.on_audio = session.feed
+        rtp.on_dtmf = session.dtmf
+        call.on_dtmf = session.dtmf  # SIP INFO (application/dtmf-relay) digits too
+        rtp.source = session
+        return asyncio.create_task(session.run(ended), name=f"agent-{request.call_id}")
+
+    def _recording_path(self, request: DialRequest) -> Path | None:
+        if self.config.recordings_dir is None:
+            return None
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", request.call_id)
+        return self.config.recordings_dir / f"{name}-{request.attempt}.wav"
 
     async def _agent_outcome(
-        self, agent: asyncio.Task[AgentOutcome], call_id: str
-    ) -> AgentOutcome | None:
+        self, agent: asyncio.Task[LineOutcome], call_id: str
+    ) -> LineOutcome | None:
         try:
             async with asyncio.timeout(_AGENT_STOP_S):
                 return await asyncio.shield(agent)
         except TimeoutError:
-            log.warning("call %s: the agent did not stop in time", call_id)
+            log.warning("the agent did not stop in time", call_id=call_id)
         except Exception:
-            log.exception("call %s: the agent failed", call_id)
+            log.exception("the agent failed", call_id=call_id)
         agent.cancel()
         return None
 
@@ -270,18 +348,23 @@ class SipCarrier:
         request: DialRequest,
         answered_at: datetime,
         error: str | None,
-        outcome: AgentOutcome | None,
+        outcome: LineOutcome | None,
     ) -> DialResult:
         remote = call.end_reason in (EndReason.REMOTE_BYE, EndReason.SESSION_EXPIRED)
         ended_by = EndedBy.USER if remote else EndedBy.ASSISTANT
         answered_by = AnsweredBy.UNKNOWN if request.answered_by_enabled else None
         status = Outcome.COMPLETED
         result = DialResult(
-            status, answered_by=answered_by, answered_at=answered_at,
-            ended_at=datetime.now(UTC), ended_by=ended_by, error_message=error,
-            sip_code=200, endpoint=self.describe(),
-        )  # fmt: skip
-        if self.media is not None and outcome is None:
+            status,
+            answered_by=answered_by,
+            answered_at=answered_at,
+            ended_at=datetime.now(UTC),
+            ended_by=ended_by,
+            error_message=error,
+            sip_code=200,
+            endpoint=self.describe(),
+        )
+        if self.talker is not None and outcome is None:
             result.error_message = error or "the agent failed on this call"
         if outcome is None:
             return result
@@ -295,6 +378,8 @@ class SipCarrier:
         if outcome.recording_path is not None:
             result.recording_path = str(outcome.recording_path)
         result.model = outcome.model
+        result.latency_ms = list(outcome.latency_ms)
+        result.opted_out = outcome.opted_out
         if outcome.error and not result.error_message:
             result.error_message = outcome.error
         return result

@@ -1,4 +1,7 @@
-"""Synthetic audio for the simulated phones: no files, no models, deterministic.
+"""Synthetic telephone audio: no files, no models, deterministic.
+
+The simulated phones make these sounds, and the agent's fake TTS (`agent.testing`)
+speaks them, so the module sits at the bottom of the layers, beside `wavfile`.
 
 Everything is 8 kHz 16-bit signed little-endian mono PCM, the format the RTP layer
 (`callfleet.telephony.rtp`) sends and hands back. A person answering says a short

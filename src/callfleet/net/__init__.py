@@ -1,0 +1,1 @@
+"""Outbound network policy: which addresses a tenant's URL or host may reach."""
