@@ -74,7 +74,7 @@ from callfleet.agent.providers.smart_turn import SharedSmartTurn
 from callfleet.agent.recording import StereoRecorder
 from callfleet.agent.tools import CallTools, LiveInstructions
 from callfleet.agent.transport import CallTransport
-from callfleet.agent.turn_end import GreetingTurnStop
+from callfleet.agent.turn_end import CalleeTurnStop
 from callfleet.clock import utcnow
 from callfleet.telephony.carrier import AnsweredBy, EndedBy, TranscriptTurn
 
@@ -322,12 +322,13 @@ class _Conversation:
 
     def _user_params(self, agent: PipecatAgent, options: AgentOptions) -> LLMUserAggregatorParams:
         """When the callee's turn ends (Smart Turn at each pause, the speech timeout at
-        the most, and a bare first greeting at once; or VAD then the rest of the
-        speech timeout) and whether they may barge in."""
+        the most, a bare first greeting at once and a hanging sentence not before the
+        timeout; or VAD then the rest of the speech timeout) and whether they may
+        barge in."""
         stop: BaseUserTurnStopStrategy
         if agent.end_of_turn == "smart":
             analyzer = SharedSmartTurn(max_wait_s=options.speech_timeout_s)
-            stop = GreetingTurnStop(turn_analyzer=analyzer)
+            stop = CalleeTurnStop(turn_analyzer=analyzer, max_wait_s=options.speech_timeout_s)
         else:
             after_vad = max(0.1, options.speech_timeout_s - agent.vad_params.stop_secs)
             stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=after_vad)
