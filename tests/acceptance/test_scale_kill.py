@@ -55,7 +55,7 @@ def test_sigkill_of_a_worker_mid_batch(cluster: Cluster, receiver: Receiver) -> 
     cluster.wait_ended(batch_id, CALLS, timeout=120)
     took = time.monotonic() - began
 
-    verdict = check_batch(cluster, batch_id, CALLS, cap=CAP)
+    verdict = check_batch(cluster, batch_id, CALLS, cap=CAP, killed=True)
     wait_webhook_once(receiver)
     assert live_on_doomed > 0, "the kill should catch calls in the air"
     assert verdict.interrupted >= 1

@@ -58,7 +58,7 @@ def test_the_leader_dies_and_another_api_process_takes_over(
     assert new_leader == survivor.pid
     cluster.wait_ended(batch_id, CALLS, timeout=120)
 
-    verdict = check_batch(cluster, batch_id, CALLS, cap=CAP)
+    verdict = check_batch(cluster, batch_id, CALLS, cap=CAP, killed=True)
     wait_webhook_once(receiver)
     assert verdict.interrupted == 0  # the workers were untouched: no call was cut
     assert takeover < 5
