@@ -54,6 +54,8 @@ def test_a_person_s_short_greeting_ends_the_turn(text: str) -> None:
         "Hello, I'm not available right now.",
         "Hello, this is Dana, and I was just about to call you back about it.",  # long
         "Thank you for calling",
+        "Oh, hi, what can I?",  # the rest comes after a pause
+        "Hello, um",
     ],
 )
 def test_anything_else_is_left_to_smart_turn(text: str) -> None:

@@ -52,10 +52,11 @@ _GREETS = re.compile(
 
 def is_bare_greeting(text: str) -> bool:
     """Whether the words are only a person's greeting: "Hello?", "Yes?", "Hi, Dana
-    speaking." (at most `MAX_GREETING_WORDS` words, none of a machine's)."""
+    speaking." (at most `MAX_GREETING_WORDS` words, none of a machine's, and not left
+    hanging: "Oh, hi, what can I?" waits for the rest)."""
     lowered = " ".join(text.lower().replace("’", "'").split())
     words = re.findall(r"[a-z']+", lowered)
-    if not words or len(words) > MAX_GREETING_WORDS:
+    if not words or len(words) > MAX_GREETING_WORDS or sounds_unfinished(text):
         return False
     said = words_say(lowered)
     if said is AnsweredBy.VOICEMAIL:
