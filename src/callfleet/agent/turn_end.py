@@ -16,7 +16,7 @@ it cannot hear on phone audio are read from the pause's transcript instead
 - A person who pauses mid-sentence ("I'd want to check with my wife first,
   before ... Tuesday") is often heard as finished, and the agent cut in. When the
   words before the pause cannot end a sentence (`sounds_unfinished`: a trailing
-  "and", "if", "before", "the", "um", a comma or "..."), the turn waits for more
+  "and", "if", "the", "um", ", before", a comma or "..."), the turn waits for more
   speech up to the speech timeout, which stays the upper bound, as for a turn
   Smart Turn hears as unfinished.
 
