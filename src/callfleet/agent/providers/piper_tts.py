@@ -9,7 +9,8 @@ loaded once (about 1 s) and its SHA-256 checked before the child starts.
 A `PiperPool` of a few such processes (two by default, one per core of a small
 machine) serves every call of this callfleet process: each process synthesises
 one utterance at a time (about 0.07x real time), and calls whose turns end at the
-same moment are served side by side instead of queueing behind one another. Both
+same moment are served side by side, then in turn (`FairPool`), with the lines
+prepared while calls ring after every reply a callee waits for. Both
 are thread-safe and not tied to an event loop. If the child dies
 it is restarted on the next utterance; `PiperTTS` falls back to espeak-ng for an
 utterance Piper could not produce, so the caller never hears dead air.
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import structlog
 
 from callfleet.agent.models import PIPER_JOE, verified_path
 from callfleet.agent.providers.espeak_tts import espeak_pcm, parse_wav
+from callfleet.agent.providers.fair_pool import FairPool, PoolClosed, Priority
 from callfleet.agent.providers.utterance_tts import UtteranceTTSService, speakable
 
 __all__ = ["PiperPool", "PiperProcess", "PiperTTS", "PiperUnavailable"]
@@ -172,15 +175,15 @@ class PiperProcess:
 
 
 class PiperPool:
-    """`size` Piper processes; `synthesize` runs on whichever is idle (blocking)."""
+    """`size` Piper processes shared by every call through a `FairPool`: a reply a
+    callee waits for goes before lines prepared while calls ring, and calls are
+    served in turn, so one call's long answer does not hold up the others'."""
 
     def __init__(self, size: int = 2) -> None:
         if size < 1:
             raise ValueError("a Piper pool needs at least one process")
         self.processes = [PiperProcess() for _ in range(size)]
-        self._idle: queue.Queue[PiperProcess] = queue.Queue()
-        for process in self.processes:
-            self._idle.put(process)
+        self._pool: FairPool[PiperProcess] = FairPool(self.processes, name="piper")
 
     def start(self) -> None:
         """Start every process and load the voice in each (about 1 s, side by side)."""
@@ -204,14 +207,32 @@ class PiperPool:
     def utterances(self) -> int:
         return sum(process.utterances for process in self.processes)
 
-    def synthesize(self, text: str) -> tuple[bytes, int]:
-        process = self._idle.get()
+    @property
+    def scheduler(self) -> FairPool[PiperProcess]:
+        return self._pool
+
+    def synthesize(
+        self, text: str, *, key: Hashable = None, priority: Priority = Priority.NOW
+    ) -> tuple[bytes, int]:
+        """(PCM, rate) on whichever process is free, in `key`'s turn (blocking)."""
         try:
-            return process.synthesize(text)
-        finally:
-            self._idle.put(process)
+            return self._pool.call(key, lambda process: process.synthesize(text), priority=priority)
+        except PoolClosed as exc:
+            raise PiperUnavailable(str(exc)) from exc
+
+    async def speak(
+        self, text: str, *, key: Hashable, priority: Priority = Priority.NOW
+    ) -> tuple[bytes, int]:
+        """`synthesize` for an event loop: a cancelled wait withdraws the utterance."""
+        try:
+            return await self._pool.run(
+                key, lambda process: process.synthesize(text), priority=priority
+            )
+        except PoolClosed as exc:
+            raise PiperUnavailable(str(exc)) from exc
 
     def close(self) -> None:
+        self._pool.close()
         for process in self.processes:
             process.close()
 
@@ -233,6 +254,8 @@ class PiperTTS(UtteranceTTSService):
 
     async def synthesize(self, text: str) -> tuple[bytes, int]:
         try:
+            if isinstance(self._piper, PiperPool):
+                return await self._piper.speak(text, key=self)  # this call's turn
             return await asyncio.to_thread(self._piper.synthesize, text)
         except PiperUnavailable:
             if self._fallback_voice is None:
