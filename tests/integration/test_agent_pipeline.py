@@ -120,6 +120,9 @@ def test_a_conversation_through_the_real_models(engines: LocalEngines, tmp_path:
     print(f"callee WER through the pipeline: {wer:.1%} ({heard!r})")
     assert wer < 0.20
     assert [s for s, _ in turns if s != "robot"][:2] == ["user", "assistant"]
+    # the callee's lines were transcribed in their final pauses, not after the VAD's stop
+    print(f"pause transcripts: {engines.stt_stats}")
+    assert engines.stt_stats.used >= 2, engines.stt_stats
 
     spoken = transcribe_8k(first_talk_spurt(bytes(line.agent_audio)))
     print(f"the callee heard: {spoken!r}")

@@ -2,14 +2,16 @@
 
 An `Engines` object lives as long as the process and hands each call fresh
 pipecat services built on shared, loaded models. `LocalEngines` is the real one:
-faster-whisper tiny.en (loaded once), Piper in one child process (or espeak-ng),
-and an OpenAI-compatible LLM when an endpoint is configured, else the scripted
-policy. `callfleet.agent.testing.FakeEngines` is the fake for unit tests.
+faster-whisper tiny.en (loaded once, two workers) and Piper in two child processes
+(or espeak-ng), each shared by every call through a `FairPool` (what a callee waits
+for first, calls in turn), and an OpenAI-compatible LLM when an endpoint is
+configured, else the scripted policy. `callfleet.agent.testing.FakeEngines` is the
+fake for unit tests.
 
 | setting (`ProviderSettings`) | value         | service                                       |
 | ---------------------------- | ------------- | --------------------------------------------- |
 | `stt`                        | whisper-local | `LocalWhisperSTT` (tiny.en, in process)       |
-| `tts`                        | piper-local   | `PiperTTS` (Piper joe voice, child process)   |
+| `tts`                        | piper-local   | `PiperTTS` (Piper joe voice, child processes) |
 |                              | espeak        | `EspeakTTS` (espeak-ng program)               |
 | `llm_base_url`               | unset         | `ScriptedPolicy` (`model: "scripted"`)        |
 |                              | a URL         | `OpenAILLMService` against that endpoint      |
@@ -36,6 +38,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from callfleet.agent.options import AgentOptions, ProviderSettings
 from callfleet.agent.providers.espeak_tts import EspeakTTS, espeak_path
+from callfleet.agent.providers.fair_pool import Priority
 from callfleet.agent.providers.hosted import (
     HOSTED_STT,
     HOSTED_TTS,
@@ -49,7 +52,13 @@ from callfleet.agent.providers.ready_audio import ReadyAudio
 from callfleet.agent.providers.scripted_llm import SCRIPTED_MODEL, ScriptedPolicy
 from callfleet.agent.providers.smart_turn import warm_smart_turn
 from callfleet.agent.providers.utterance_tts import spoken_lines
-from callfleet.agent.providers.whisper_stt import LocalWhisperSTT, load_whisper, transcribe_pcm
+from callfleet.agent.providers.whisper_stt import (
+    LocalWhisperSTT,
+    StreamingStats,
+    load_whisper,
+    transcribe_pcm,
+    whisper_pool,
+)
 
 __all__ = ["STT_PROVIDERS", "TTS_PROVIDERS", "Engines", "LocalEngines"]
 
@@ -100,6 +109,9 @@ class LocalEngines:
         self._piper: PiperPool | None = None
         self._ready: ReadyAudio | None = None
         self._tts = self.settings.tts
+        self.streaming_stt = True
+        """Transcribe in the callee's pauses (`LocalWhisperSTT`); False: after the VAD."""
+        self.stt_stats = StreamingStats()
 
     @property
     def model_label(self) -> str:
@@ -127,7 +139,10 @@ class LocalEngines:
         if self._tts == "espeak":
             espeak_path()  # fast enough (~150x real time) to need no ready audio
         if self._piper is not None:
-            self._ready = ReadyAudio(self._piper.synthesize)
+            piper = self._piper
+            self._ready = ReadyAudio(
+                lambda line: piper.synthesize(line, key=ReadyAudio, priority=Priority.LATER)
+            )
         llm = (
             f"LLM {self.settings.llm_model or 'default'} at {self.settings.llm_base_url}"
             if self.settings.llm_base_url
@@ -155,6 +170,11 @@ class LocalEngines:
         self._ready.prepare(spoken_lines(lines, options.pronunciation))
 
     @property
+    def piper(self) -> PiperPool | None:
+        """The Piper processes every call shares (None with another voice)."""
+        return self._piper
+
+    @property
     def ready_audio(self) -> ReadyAudio | None:
         """Lines prepared while calls rang (Piper only), with its hit counts."""
         return self._ready
@@ -175,8 +195,15 @@ class LocalEngines:
                 language=options.language,
                 keywords=options.keywords,
             )
-        model = load_whisper(self.settings.whisper_threads)
-        return LocalWhisperSTT(model=model, keywords=options.keywords, language=options.language)
+        threads = self.settings.whisper_threads
+        return LocalWhisperSTT(
+            model=load_whisper(threads),
+            pool=whisper_pool(threads),
+            keywords=options.keywords,
+            language=options.language,
+            streaming=self.streaming_stt,
+            stats=self.stt_stats,
+        )
 
     def tts(self, options: AgentOptions) -> FrameProcessor:
         if self._tts in HOSTED_TTS:
