@@ -327,7 +327,9 @@ class _Conversation:
         barge in."""
         stop: BaseUserTurnStopStrategy
         if agent.end_of_turn == "smart":
-            analyzer = SharedSmartTurn(max_wait_s=options.speech_timeout_s)
+            analyzer = SharedSmartTurn(
+                max_wait_s=options.speech_timeout_s, vad_stop_s=agent.vad_params.stop_secs
+            )
             stop = CalleeTurnStop(turn_analyzer=analyzer, max_wait_s=options.speech_timeout_s)
         else:
             after_vad = max(0.1, options.speech_timeout_s - agent.vad_params.stop_secs)
