@@ -5,8 +5,10 @@ real time (Piper ~14x, espeak ~150x on this machine), so streaming inside a
 sentence would gain little. A subclass implements `synthesize(text)`, returning
 16-bit mono PCM and its sample rate; this class rewrites the text with the call's
 pronunciation guide, converts the audio to the pipeline's output rate in one
-piece (a one-shot resampler, so no tail of one sentence lingers into the next) and
-hands it to pipecat, which splits it into 40 ms chunks for the transport.
+piece (a one-shot resampler, so no tail of one sentence lingers into the next),
+drops the quiet a voice puts before its first sound (Piper's is 40-60 ms: time the
+callee would wait for nothing) and hands it to pipecat, which splits it into 40 ms
+chunks for the transport.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from callfleet.agent import _pipecat  # noqa: F401  (silences pipecat's import w
 
 # isort: split
 
+import numpy as np
 from pipecat.audio.utils import create_file_resampler
 from pipecat.frames.frames import ErrorFrame, Frame, TTSAudioRawFrame
 from pipecat.services.settings import TTSSettings
@@ -27,10 +30,30 @@ from pipecat.services.tts_service import TTSService
 
 from callfleet.agent.providers.ready_audio import ReadyAudio, sentences
 
-__all__ = ["UtteranceTTSService", "apply_pronunciation", "spoken_lines", "speakable"]
+__all__ = [
+    "UtteranceTTSService",
+    "apply_pronunciation",
+    "speakable",
+    "spoken_lines",
+    "trim_leading_quiet",
+]
 
 _WORD = re.compile(r"[A-Za-z0-9]")
 _SILENT_CONTEXT_S = 20.0
+_ONSET = 328
+"""A sample this loud (1 % of full scale, -40 dBFS) is the voice's first sound."""
+_KEEP_BEFORE_ONSET_S = 0.01
+
+
+def trim_leading_quiet(pcm: bytes, rate: int) -> bytes:
+    """16-bit mono PCM without the quiet before its first sound (10 ms of it kept, so
+    the onset is not clipped); unchanged when nothing in it is loud."""
+    samples = np.frombuffer(pcm[: len(pcm) & ~1], dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) >= _ONSET)
+    if not len(loud):
+        return pcm
+    start = max(0, int(loud[0]) - int(rate * _KEEP_BEFORE_ONSET_S))
+    return pcm[start * 2 :] if start else pcm
 
 
 def speakable(text: str) -> str | None:
@@ -114,6 +137,7 @@ class UtteranceTTSService(TTSService):
             pcm, rate = prepared or await self.synthesize(line)
             if rate != self.sample_rate:
                 pcm = await self._one_shot.resample(pcm, rate, self.sample_rate)
+            pcm = trim_leading_quiet(pcm, self.sample_rate)
         except Exception as exc:  # a voice failure must not end the call
             yield ErrorFrame(error=f"speech synthesis failed: {exc}")
             return
