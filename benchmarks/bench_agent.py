@@ -9,11 +9,14 @@ reply, as the callee's 20 ms clock sees it.
 
 Printed, each as a figure (and with `--baseline`, beside the same figure for the
 agent as it was: a fixed 0.2 s + `interruption_threshold` of silence ends every
-turn, whole-utterance STT, no ready audio, AMD by greeting length, all in this run):
+turn, STT only after the VAD ends a segment, no ready audio, AMD by greeting
+length, all in this run):
 
 1. voice-to-voice p50/p95 for 1, 4 and 8 calls (`--sizes`), their starts
    `--stagger` seconds apart and in lockstep (every callee ending each sentence at
    the same instant: the worst case); the RSS per live call at the largest size;
+   what the pause transcripts (streaming STT) came to, and the longest a job waited
+   in the shared Whisper and Piper pools, by priority;
 2. the post-greeting gap: the callee says "Hello?" and waits; from the end of it to
    the agent's first sound, with `answered_by_enabled` on and off;
 3. the false cut-in rate: callees whose lines pause 0.4-0.8 s mid-sentence (the
@@ -56,7 +59,8 @@ from callfleet.agent.amd import AnsweringMachineDetector
 from callfleet.agent.call_audio import CallAudio
 from callfleet.agent.engines import LocalEngines
 from callfleet.agent.options import AgentOptions, ProviderSettings
-from callfleet.agent.providers.whisper_stt import load_whisper
+from callfleet.agent.providers.fair_pool import Priority
+from callfleet.agent.providers.whisper_stt import load_whisper, whisper_pool
 from callfleet.agent.session import AgentCall, PipecatAgent
 from callfleet.simulator import voices
 from callfleet.simulator.rules import persona_for, spoken_parts
@@ -242,22 +246,40 @@ def measure(agent: PipecatAgent, args: argparse.Namespace, idle: int) -> dict[st
         for stagger in (args.stagger, 0.0) if n > 1 else (0.0,):
             latencies, peak = asyncio.run(calls_at_once(agent, n, args.turns, stagger))
             kind = "" if n == 1 else (" staggered" if stagger else " lockstep")
-            rows[f"v2v {n} call{'s' if n > 1 else ''}{kind}"] = (
+            row = f"v2v {n} call{'s' if n > 1 else ''}{kind}"
+            rows[row] = (
                 f"p50 {statistics.median(latencies):.2f} s, p95 {percentile(latencies, 0.95):.2f} s"
                 f" (n={len(latencies)})"
             )
+            print(f"  {row}: {rows[row]}", flush=True)
             if n == max(args.sizes) and stagger:
                 # The baseline runs second, on memory the first run already grew.
                 per_call = f"{(peak - idle) / n / 2**20:.0f} MB"
                 rows[f"RSS per live call ({n} calls)"] = per_call if idle else "(not measured)"
     for amd in (True, False):
         gaps = asyncio.run(greeting_gaps(agent, amd, args.gap_calls))
-        rows[f"post-greeting gap, AMD {'on' if amd else 'off'}"] = (
-            f"p50 {statistics.median(gaps):.2f} s, p95 {percentile(gaps, 0.95):.2f} s"
-        )
+        row = f"post-greeting gap, AMD {'on' if amd else 'off'}"
+        rows[row] = f"p50 {statistics.median(gaps):.2f} s, p95 {percentile(gaps, 0.95):.2f} s"
+        print(f"  {row}: {rows[row]}", flush=True)
     cut_ins, lines = asyncio.run(pausing_callees(agent, args.pause_calls))
     rows["false cut-ins (pausing callees)"] = f"{cut_ins}/{lines} = {cut_ins / max(1, lines):.0%}"
+    print(f"  false cut-ins: {rows['false cut-ins (pausing callees)']}", flush=True)
     return rows
+
+
+def pool_figures(engines: LocalEngines) -> str:
+    """What the pause transcripts came to, and the longest waits in the shared pools."""
+    s = engines.stt_stats
+    waits = ", ".join(
+        f"{pool.name} {p.name} {pool.longest_wait_s[p]:.2f} s"
+        for pool in (whisper_pool(), *([engines.piper.scheduler] if engines.piper else []))
+        for p in Priority
+        if pool.served[p]
+    )
+    return (
+        f"pause transcripts: {s.started} started, {s.used} used, {s.spoken_over} spoken over, "
+        f"{s.too_early} too early, {s.late} late; longest waits: {waits}"
+    )
 
 
 def main() -> None:
@@ -268,6 +290,7 @@ def main() -> None:
     parser.add_argument("--gap-calls", type=int, default=4)
     parser.add_argument("--pause-calls", type=int, default=4)
     parser.add_argument("--tts", default="piper-local", choices=["piper-local", "espeak"])
+    parser.add_argument("--no-amd", action="store_true", help="skip the AMD figures")
     parser.add_argument(
         "--stagger",
         type=float,
@@ -285,16 +308,20 @@ def main() -> None:
     idle = RssSampler().rss()
     columns: dict[str, dict[str, str]] = {}
     try:
+        print("now:", flush=True)
         columns["now"] = measure(PipecatAgent(engines), args, idle)
+        print(f"  {pool_figures(engines)}", flush=True)
         if args.baseline:
+            print("baseline:", flush=True)
             ready, engines._ready = engines._ready, None  # noqa: SLF001  (no ready audio)
+            engines.streaming_stt = False
             old = PipecatAgent(engines, end_of_turn="silence")
             columns["baseline"] = measure(old, args, 0)
             engines._ready = ready  # noqa: SLF001
     finally:
         engines.close()
     for name, hears_words in (("now", True), ("baseline", False)):
-        if name in columns:
+        if name in columns and not args.no_amd:
             people, machines, p_s, m_s = amd_figures(hears_words)
             columns[name]["AMD people"] = people
             columns[name]["AMD machines"] = machines
