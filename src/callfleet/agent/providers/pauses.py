@@ -12,13 +12,24 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["QUIET_DB", "PauseDetector"]
+__all__ = ["QUIET_DB", "PauseDetector", "heard_all_speech"]
 
 QUIET_DB = 26.0
 _FLOOR = 60.0
 """Any frame under this RMS (about -55 dBFS: line noise) is quiet."""
 _DECAY = 0.995
 """Per frame: the loudest level forgets by about 6 dB in 5 s of 20 ms frames."""
+VAD_SLACK_S = 0.05
+"""How much of what the VAD heard as speech work started in a pause may miss (the
+VAD's 32 ms analysis window) and still count."""
+
+
+def heard_all_speech(seconds_since: float, vad_stop_s: float) -> bool:
+    """Whether work started `seconds_since` before the VAD ended the speech heard all of
+    it: the VAD places the end of speech `vad_stop_s` before its stop, so work started
+    earlier than that (less `VAD_SLACK_S`) missed a soft last word the level did not
+    show. A frame or two that arrived after the VAD decided only makes this stricter."""
+    return seconds_since <= vad_stop_s + VAD_SLACK_S
 
 
 class PauseDetector:

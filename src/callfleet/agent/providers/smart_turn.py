@@ -39,7 +39,7 @@ from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTu
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 
 from callfleet.agent.models import SMART_TURN_V3, verified_path
-from callfleet.agent.providers.pauses import PauseDetector
+from callfleet.agent.providers.pauses import PauseDetector, heard_all_speech
 
 __all__ = ["SMART_TURN_FILE", "SharedSmartTurn", "load_smart_turn"]
 
@@ -47,9 +47,6 @@ SMART_TURN_FILE = "smart-turn-v3.2-cpu.onnx"
 EARLY_AFTER_S = 0.2
 """Quiet after which the verdict starts: late enough to skip most pauses inside a
 sentence, early enough for its ~0.13 s to end before the VAD's 0.4 s."""
-_VAD_SLACK_S = 0.05
-"""How much of what the VAD heard as speech the early verdict may miss (its 32 ms
-analysis window) and still count."""
 _EARLY_AT_ONCE = threading.BoundedSemaphore(1)
 """Early verdicts running in the process at once: a guess never takes more than one
 core's worth from the calls' other work (a busy machine makes fewer guesses)."""
@@ -146,7 +143,7 @@ class SharedSmartTurn(LocalSmartTurnAnalyzerV3):
         if self._vad_stop_s is None:
             return False
         since = sum(len(chunk) for _, chunk in self._audio_buffer[early.frames :])
-        return since <= (self._vad_stop_s + _VAD_SLACK_S) * self.sample_rate
+        return heard_all_speech(since / self.sample_rate, self._vad_stop_s)
 
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, Any]:
         early, self._early = self._early, None

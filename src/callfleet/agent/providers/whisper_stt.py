@@ -46,7 +46,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from callfleet.agent.models import WHISPER_TINY_EN, verified_path
 from callfleet.agent.providers.fair_pool import FairPool, Priority
-from callfleet.agent.providers.pauses import PauseDetector
+from callfleet.agent.providers.pauses import PauseDetector, heard_all_speech
 
 __all__ = [
     "LatestSegmentFinal",
@@ -74,11 +74,6 @@ _LOOPING = 3.0
 SPECULATE_AFTER_S = 0.12
 """Quiet after which a pause's transcript starts (`LocalWhisperSTT`): past the gaps
 inside words (a stop consonant's closure is under 0.1 s), well before the VAD's 0.4 s."""
-_VAD_SLACK_S = 0.05
-"""How much of what the VAD heard as speech the pause's transcript may miss (its
-32 ms analysis window) and still count: the VAD places the end of speech
-`stop_secs` before it ends the segment, and a transcript started before that, less
-this, missed a soft last word the level did not show."""
 
 _MIN_WINDOW_S = 10
 """The shortest audio window the encoder sees (see `_window_pad`)."""
@@ -309,11 +304,8 @@ class LocalWhisperSTT(LatestSegmentFinal):
                 self._pool.withdraw(speculation.future)
             return
         if speculation is not None:
-            # the VAD's end of speech, in bytes of the segment (a frame or two of audio
-            # may have arrived since the VAD decided: that only makes this stricter)
-            quiet = int((frame.stop_secs + _VAD_SLACK_S) * 2 * self.sample_rate)
-            spoken = len(self._audio_buffer) - quiet
-            if speculation.at < spoken:
+            since = (len(self._audio_buffer) - speculation.at) / (2 * self.sample_rate)
+            if not heard_all_speech(since, frame.stop_secs):
                 self._pool.withdraw(speculation.future)
                 self.stats.too_early += 1
                 speculation = None
