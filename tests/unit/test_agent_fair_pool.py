@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
+from contextlib import contextmanager
 
 import pytest
 
@@ -36,6 +37,22 @@ def _hold(pool: FairPool[object], count: int = 1) -> tuple[threading.Event, list
     return release, blockers
 
 
+@contextmanager
+def _busy_pool(
+    name: str, workers: int = 1
+) -> Iterator[tuple[FairPool[object], threading.Event, list[Future[None]]]]:
+    """A pool of `workers` resources, each held by a blocking job until the event is
+    set; on the way out the event is set and the pool closed, whatever happened."""
+    pool: FairPool[object] = FairPool([_Resource(f"r{i}") for i in range(workers)], name=name)
+    release = threading.Event()
+    try:
+        release, blockers = _hold(pool, workers)
+        yield pool, release, blockers
+    finally:
+        release.set()
+        pool.close()
+
+
 def _recorder(ran: list[str], label: str) -> Callable[[object], str]:
     def work(resource: object) -> str:
         ran.append(label)
@@ -54,10 +71,7 @@ def test_a_pool_needs_a_resource() -> None:
 
 
 def test_higher_priority_jobs_run_first_whatever_the_order_they_came_in() -> None:
-    pool: FairPool[object] = FairPool([_Resource("r0")], name="priority-pool")
-    release = threading.Event()
-    try:
-        release, _ = _hold(pool)
+    with _busy_pool("priority-pool") as (pool, release, blockers):
         ran: list[str] = []
         futures = [
             pool.submit("later", _recorder(ran, "later"), priority=Priority.LATER),
@@ -74,16 +88,10 @@ def test_higher_priority_jobs_run_first_whatever_the_order_they_came_in() -> Non
         assert pool.withdrawn == 0
         assert all(wait >= 0.0 for wait in pool.longest_wait_s.values())
         assert pool.longest_wait_s[Priority.LATER] > 0.0  # it waited for the blocker
-    finally:
-        release.set()
-        pool.close()
 
 
 def test_calls_take_turns_within_a_priority() -> None:
-    pool: FairPool[object] = FairPool([_Resource("r0")], name="turns-pool")
-    release = threading.Event()
-    try:
-        release, _ = _hold(pool)
+    with _busy_pool("turns-pool") as (pool, release, blockers):
         ran: list[str] = []
         futures = [pool.submit("chatty", _recorder(ran, f"chatty{i}")) for i in range(5)]
         futures += [pool.submit("a", _recorder(ran, "a")), pool.submit("b", _recorder(ran, "b"))]
@@ -91,16 +99,10 @@ def test_calls_take_turns_within_a_priority() -> None:
         release.set()
         _results(futures)
         assert ran == ["chatty0", "a", "b", "chatty1", "chatty2", "chatty3", "chatty4"]
-    finally:
-        release.set()
-        pool.close()
 
 
 def test_a_withdrawn_job_never_runs_and_a_finished_one_cannot_be_withdrawn() -> None:
-    pool: FairPool[object] = FairPool([_Resource("r0")], name="withdraw-pool")
-    release = threading.Event()
-    try:
-        release, _ = _hold(pool)
+    with _busy_pool("withdraw-pool") as (pool, release, blockers):
         ran: list[str] = []
         gone = pool.submit("call", _recorder(ran, "gone"))
         kept = pool.submit("call", _recorder(ran, "kept"))
@@ -117,14 +119,9 @@ def test_a_withdrawn_job_never_runs_and_a_finished_one_cannot_be_withdrawn() -> 
         assert pool.served[Priority.NOW] == 2  # the blocker and "kept"
         with pytest.raises(CancelledError):
             gone.result(timeout=WAIT_S)
-    finally:
-        release.set()
-        pool.close()
 
 
 def test_cancelling_run_while_its_job_is_queued_withdraws_the_job() -> None:
-    pool: FairPool[object] = FairPool([_Resource("r0")], name="run-cancel-pool")
-    release = threading.Event()
     called: list[object] = []
 
     def work(resource: object) -> str:
@@ -143,8 +140,7 @@ def test_cancelling_run_while_its_job_is_queued_withdraws_the_job() -> None:
             await waiting
         assert pool.pending() == 0
 
-    try:
-        release, blockers = _hold(pool)
+    with _busy_pool("run-cancel-pool") as (pool, release, blockers):
         asyncio.run(main())
         release.set()
         blockers[0].result(timeout=WAIT_S)
@@ -153,9 +149,6 @@ def test_cancelling_run_while_its_job_is_queued_withdraws_the_job() -> None:
         assert called == []
         assert pool.withdrawn == 1
         assert pool.served[Priority.SOON] == 0
-    finally:
-        release.set()
-        pool.close()
 
 
 class _Boom(Exception):
@@ -202,11 +195,8 @@ def _pool_threads(name: str) -> list[threading.Thread]:
 
 def test_close_cancels_queued_jobs_refuses_new_ones_and_ends_the_workers() -> None:
     name = "close-pool"
-    pool: FairPool[object] = FairPool([_Resource("r0"), _Resource("r1")], name=name)
-    release = threading.Event()
-    try:
+    with _busy_pool(name, workers=2) as (pool, release, blockers):
         assert sorted(t.name for t in _pool_threads(name)) == [f"{name}-0", f"{name}-1"]
-        release, blockers = _hold(pool, count=2)
         ran: list[str] = []
         queued = [
             pool.submit("a", _recorder(ran, "a")),
@@ -223,9 +213,6 @@ def test_close_cancels_queued_jobs_refuses_new_ones_and_ends_the_workers() -> No
         pool.close()
         assert _pool_threads(name) == []
         assert ran == []
-    finally:
-        release.set()
-        pool.close()
 
 
 def test_close_of_an_idle_pool_ends_its_workers() -> None:
