@@ -2,8 +2,9 @@
 (Piper, `callfleet.simulator.voices`) and sent through a G.711 mu-law phone channel,
 are transcribed by the agent's default STT (faster-whisper tiny.en, as
 `LocalEngines` loads it) with a word error rate of at most 10 % per persona.
-A line with pauses in it (the pausing people, XX 28-29) is heard whole, its
-stretches of words joined by its silences, as a caller hears it.
+A line with pauses in it (the pausing people, XX 28-29) is heard whole, as a
+caller hears it: voiced as one sentence, its pauses stretched to length
+(`callfleet.simulator.script.utterance`).
 
 The renders go to a fresh cache directory, so this measures the voice as a new
 machine makes it; a per-persona table is printed (`pytest -s`).
@@ -20,7 +21,8 @@ from tests.support.speech_sets import word_error_rate
 from callfleet.agent.providers.whisper_stt import load_whisper, transcribe_pcm
 from callfleet.agent.resample import Upsampler2x
 from callfleet.simulator import voices
-from callfleet.simulator.rules import Persona, persona_for, spoken_parts
+from callfleet.simulator.rules import Persona, persona_for
+from callfleet.simulator.script import utterance
 from callfleet.telephony.rtp import g711
 
 pytestmark = pytest.mark.slow
@@ -40,17 +42,11 @@ def _hear(model: object, pcm: bytes) -> str:
 
 
 def _line_heard(
-    model: object,
-    parts: list[str | float],
-    voice: str,
-    rendered: dict[tuple[str, str], bytes],
-) -> str:
-    """A line as the caller hears it: its renders, with its pauses as silence."""
-    pcm = b"".join(
-        rendered[(part, voice)] if isinstance(part, str) else bytes(2 * int(8000 * part))
-        for part in parts
-    )
-    return _hear(model, pcm)
+    model: object, line: str, voice: str, rendered: dict[tuple[str, str], bytes]
+) -> tuple[str, str]:
+    """(the line's words, what the caller hears): its render, its pauses as silence."""
+    said = utterance(line, {text: pcm for (text, v), pcm in rendered.items() if v == voice})
+    return said.text, _hear(model, said.pcm)
 
 
 def test_every_persona_is_transcribed_within_the_wer_limit(
@@ -69,7 +65,7 @@ def test_every_persona_is_transcribed_within_the_wer_limit(
     for voice, texts in sorted(by_voice.items()):
         for text, pcm in voices.render_all(sorted(texts), voice).items():
             rendered[(text, voice)] = pcm
-    heard: dict[tuple[str, str], str] = {}  # (line, voice): the same line heard once
+    heard: dict[tuple[str, str], tuple[str, str]] = {}  # (line, voice): the same line heard once
 
     rows, failing = [], []
     for xx, persona in personas.items():
@@ -77,12 +73,10 @@ def test_every_persona_is_transcribed_within_the_wer_limit(
         words = errors = 0.0
         misheard = []
         for line in said:
-            parts = spoken_parts(line)
-            text = " ".join(part for part in parts if isinstance(part, str))
             key = (line, persona.voice)
             if key not in heard:
-                heard[key] = _line_heard(model, parts, persona.voice, rendered)
-            got = heard[key]
+                heard[key] = _line_heard(model, line, persona.voice, rendered)
+            text, got = heard[key]
             wer = word_error_rate(text, got)
             words += len(text.split())
             errors += wer * len(text.split())

@@ -17,7 +17,13 @@ import pytest
 from callfleet import synth as audio
 from callfleet.agent.amd import AnsweringMachineDetector
 from callfleet.simulator import voices
-from callfleet.simulator.rules import BARGE_IN_LINE, Behaviour, Persona, persona_for
+from callfleet.simulator.rules import (
+    BARGE_IN_LINE,
+    PAUSING_LINES,
+    Behaviour,
+    Persona,
+    persona_for,
+)
 from callfleet.telephony.carrier import AnsweredBy
 
 FRAME = audio.FRAME_BYTES
@@ -389,7 +395,7 @@ def test_under_way_without_a_word_from_the_caller() -> None:
 
 
 def test_people_at_28_and_29_pause_mid_sentence() -> None:
-    from callfleet.simulator.rules import spoken_parts
+    from callfleet.simulator.hesitation import gaps, pauses, voiced
     from callfleet.simulator.script import utterance
 
     for xx in (28, 29):
@@ -397,16 +403,23 @@ def test_people_at_28_and_29_pause_mid_sentence() -> None:
         assert (
             persona.behaviour is Behaviour.HUMAN and persona.greeting and persona.barge_in is None
         )
+        assert set(persona.lines) <= set(PAUSING_LINES)
         for line in persona.lines:
-            parts = spoken_parts(line)
-            pauses = [p for p in parts if isinstance(p, float)]
-            assert pauses and all(0.4 <= p <= 0.8 for p in pauses), line
-            rendered = {p: voices.render(p, persona.voice) for p in parts if isinstance(p, str)}
+            written = pauses(line)
+            assert written and all(0.4 <= p <= 0.8 for p in written), line
+            assert voiced(line) in persona.texts  # rendered ahead of the call, whole
+            rendered = {voiced(line): voices.render(voiced(line), persona.voice)}
             said = utterance(line, rendered)
-            assert "[" not in said.text
-            words = sum(len(pcm) for pcm in rendered.values())
-            assert len(said.pcm) == words + round(sum(pauses) * audio.SAMPLE_RATE) * 2
-        # the rest of the people's range is unchanged
+            assert "[" not in said.text and "[" not in voiced(line)
+            # each pause is there, at least as long as written: the voice's gap, stretched
+            longer = len(said.pcm) - len(rendered[voiced(line)])
+            assert 0 < longer <= round(sum(written) * audio.SAMPLE_RATE) * 2
+            heard = sorted(length for _, length in gaps(said.pcm))
+            assert len(heard) >= len(written) and all(
+                got >= want - 0.011
+                for got, want in zip(heard[::-1], sorted(written, reverse=True), strict=False)
+            ), (line, gaps(said.pcm))
+    # the rest of the people's range is unchanged
     assert not any(
         "[" in line for xx in range(28) for line in persona_for(f"+1212555{100 + xx:04d}").lines
     )

@@ -33,15 +33,17 @@ import enum
 import re
 from dataclasses import dataclass
 
+from callfleet.simulator.hesitation import voiced
+
 __all__ = [
     "BARGE_IN_LINE",
     "OPT_OUT_LINES",
     "Behaviour",
     "Persona",
     "RING_CYCLE_S",
+    "PAUSING_LINES",
     "persona_for",
     "script_lines",
-    "spoken_parts",
 ]
 
 RING_CYCLE_S = 6.0
@@ -83,31 +85,23 @@ OPT_OUT_LINES = (
 _OPT_OUT_AGAIN = "I said, please remove me from your list."
 _OPT_OUT_RANGE = range(25, 28)
 # Lines with pauses in the middle of a sentence (`[s]`: that many seconds of silence),
-# where a listener who ends the turn on silence alone would cut in.
-_PAUSING = (
-    (
-        "Yes, [0.5] that's me, and [0.6] what is this about?",
-        "Well, I was thinking [0.7] maybe next week, if [0.5] that works for you.",
-        "Okay, so [0.8] that's everything then. Goodbye.",
-    ),
-    (
-        "Oh, hi. What can I [0.5] do for you?",
-        "I'd want to check [0.8] with my wife first, before [0.6] Tuesday.",
-        "Right, well, thanks [0.7] for calling. Bye now.",
-    ),
+# where a listener who ends the turn on silence alone would cut in. The pausing
+# people (XX 28-29) say the first six, three each; the agent's benchmark plays all of
+# them. Each is said as one sentence (`callfleet.simulator.hesitation`).
+PAUSING_LINES = (
+    "Yes, [0.5] that's me, and [0.6] what is this about?",
+    "Well, I was thinking [0.7] maybe next week, if [0.5] that works for you.",
+    "Okay, so [0.8] that's everything then. Goodbye.",
+    "Oh, hi. What can I [0.5] do for you?",
+    "I'd want to check [0.8] with my wife first, before [0.6] Tuesday.",
+    "Right, well, thanks [0.7] for calling. Bye now.",
+    "Sorry, who did you [0.6] say was calling?",
+    "The thing is, [0.6] we already have [0.5] a plan with another company.",
+    "Could you send me [0.7] the details by email, so [0.5] I can read them later?",
+    "Hmm, let me think. [0.6] Maybe the [0.5] cheaper one.",
+    "I usually [0.7] work until six, so [0.5] evenings are better.",
+    "No, that's [0.4] all for now, thank you [0.5] very much.",
 )
-_PAUSE = re.compile(r"\s*\[(\d+(?:\.\d+)?)\]\s*")
-
-
-def spoken_parts(line: str) -> list[str | float]:
-    """A line as spoken: its stretches of words and, between them, its pauses (s)."""
-    parts: list[str | float] = []
-    for i, piece in enumerate(_PAUSE.split(line)):
-        if i % 2:
-            parts.append(float(piece))
-        elif piece.strip():
-            parts.append(piece.strip())
-    return parts
 
 
 class Behaviour(enum.StrEnum):
@@ -146,7 +140,7 @@ class Persona:
     def texts(self) -> tuple[str, ...]:
         """Everything this persona may say, to render ahead of the call."""
         said = (self.greeting, *self.lines, self.barge_in or "")
-        return tuple(part for text in said for part in spoken_parts(text) if isinstance(part, str))
+        return tuple(voiced(text) for text in said if text)
 
 
 def _human(xx: int) -> Persona:
@@ -177,7 +171,7 @@ def _human(xx: int) -> Persona:
         _CLOSERS[(xx // 3) % len(_CLOSERS)],
     )
     if xx in (28, 29):
-        lines = _PAUSING[xx - 28]
+        lines = PAUSING_LINES[3 * (xx - 28) : 3 * (xx - 27)]
     barge_in = None
     if xx >= 30:
         barge_in = BARGE_IN_LINE

@@ -9,11 +9,11 @@ play a voicemail greeting and record the message.
 from __future__ import annotations
 
 import asyncio
-import re
 
 from callfleet import synth as audio
 from callfleet.simulator import voices
-from callfleet.simulator.rules import Behaviour, spoken_parts
+from callfleet.simulator.hesitation import shown, voiced, with_pauses
+from callfleet.simulator.rules import Behaviour
 from callfleet.simulator.session import SERVER, CallSession
 from callfleet.telephony.sip.errors import SdpError
 from callfleet.telephony.sip.sdp import negotiate, parse_sdp
@@ -21,7 +21,6 @@ from callfleet.telephony.sip.sdp import negotiate, parse_sdp
 __all__ = ["start"]
 
 _CONVERSATION_OVER_S = 4.0
-_PAUSE_MARK = re.compile(r"\s*\[\d+(?:\.\d+)?\]\s*")
 """How long a person gives the caller to answer, and the quiet that ends a conversation."""
 
 
@@ -84,12 +83,9 @@ async def _script(session: CallSession) -> None:
 
 
 def utterance(text: str, rendered: dict[str, bytes]) -> voices.Utterance:
-    """A line as said: its stretches of words, with its pauses (`[0.6]`) as silence."""
-    pcm = b"".join(
-        rendered[part] if isinstance(part, str) else audio.silence(part)
-        for part in spoken_parts(text)
-    )
-    return voices.Utterance(_PAUSE_MARK.sub(" ", text).strip(), pcm)
+    """A line as said: `rendered[voiced(text)]`, with its pauses (`[0.6]`) as long as
+    written (`callfleet.simulator.hesitation`)."""
+    return voices.Utterance(shown(text), with_pauses(text, rendered[voiced(text)]))
 
 
 async def _converse(session: CallSession, rendering: asyncio.Future[dict[str, bytes]]) -> None:
