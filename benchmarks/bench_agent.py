@@ -20,8 +20,10 @@ length, all in this run):
 2. the post-greeting gap: the callee says "Hello?" and waits; from the end of it to
    the agent's first sound, with `answered_by_enabled` on and off;
 3. the false cut-in rate: callees whose lines pause 0.4-0.8 s mid-sentence (the
-   simulator's 28-29 people); a cut-in is the agent starting while the callee is
-   still mid-line;
+   simulator's `PAUSING_LINES`, three a call, each said as one sentence with its
+   pauses stretched, as the simulator's 28-29 people say them); a cut-in is the
+   agent starting while the callee is still mid-line. The lines cut in on are
+   printed;
 4. answering-machine detection on `tests/data/greetings.jsonl` (63 greetings
    written apart from the detector): accuracy on people and on machines, and the
    median time to the verdict.
@@ -42,6 +44,7 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +56,7 @@ import psutil  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.greetings import detect, greeting_call, load_greetings  # noqa: E402
 from tests.support.phone_line import Pause, PhoneLine, Say, WaitForAgent  # noqa: E402
-from tests.support.speech_sets import people_phone_audio  # noqa: E402
+from tests.support.speech_sets import people_phone_audio, phone_channel  # noqa: E402
 
 from callfleet.agent.amd import AnsweringMachineDetector
 from callfleet.agent.call_audio import CallAudio
@@ -63,8 +66,10 @@ from callfleet.agent.providers.fair_pool import Priority
 from callfleet.agent.providers.whisper_stt import load_whisper, whisper_pool
 from callfleet.agent.session import AgentCall, PipecatAgent
 from callfleet.simulator import voices
-from callfleet.simulator.rules import persona_for, spoken_parts
-from callfleet.synth import silence
+from callfleet.simulator.hesitation import shown, voiced
+from callfleet.simulator.rules import PAUSING_LINES
+from callfleet.simulator.script import utterance
+from callfleet.synth import SAMPLE_RATE
 
 SENTENCES = [
     "I would like to hear more about the price.",
@@ -121,7 +126,7 @@ class Lines:
 
     latencies: list[float]
     utterances: int
-    cut_ins: int
+    cut_ins: list[str]
 
 
 async def one_call(
@@ -146,7 +151,7 @@ async def one_call(
         await agent.run(AgentCall(name, options), audio, hangup)
         await task
     latencies = [r.latency_s for r in line.replies if r.latency_s is not None]
-    return Lines(latencies, line.utterances, line.cut_ins)
+    return Lines(latencies, line.utterances, line.cut_in_lines)
 
 
 def _conversation(said: list[bytes], texts: list[str]) -> list[Say | WaitForAgent | Pause]:
@@ -196,21 +201,25 @@ async def greeting_gaps(agent: PipecatAgent, amd: bool, calls: int) -> list[floa
     return gaps
 
 
-async def pausing_callees(agent: PipecatAgent, calls: int) -> tuple[int, int]:
-    """(cut-ins, lines) over callees whose lines pause mid-sentence."""
-    cut_ins = lines = 0
-    for i in range(calls):
-        persona = persona_for(f"+1212555{128 + i % 2:04d}")
-        said = []
-        for text in persona.lines:
-            pcm = b""
-            for part in spoken_parts(text):
-                pcm += await _callee_audio(part) if isinstance(part, str) else silence(part)
-            said.append(pcm)
-        script = _conversation(said, list(persona.lines))
-        result = await one_call(agent, script, f"pause-{i}", 0.0, _options(len(said)))
-        cut_ins += result.cut_ins
-        lines += result.utterances
+async def pausing_callees(agent: PipecatAgent, calls: int) -> tuple[list[str], int]:
+    """(the lines cut in on, lines said) over callees whose lines pause mid-sentence:
+    call i says three of `PAUSING_LINES` from the (3i)th on, two calls at a time."""
+    voices.render_all([voiced(line) for line in PAUSING_LINES])
+    rendered = {voiced(line): voices.render(voiced(line)) for line in PAUSING_LINES}
+    cut_ins: list[str] = []
+    lines = 0
+
+    async def call(i: int, delay_s: float) -> Lines:
+        texts = [PAUSING_LINES[(3 * i + k) % len(PAUSING_LINES)] for k in range(3)]
+        said = [phone_channel(utterance(t, rendered).pcm, SAMPLE_RATE) for t in texts]
+        script = _conversation(said, texts)
+        return await one_call(agent, script, f"pause-{i}", delay_s, _options(len(said)))
+
+    for first in range(0, calls, 2):
+        pair = [call(i, 0.7 * (i - first)) for i in range(first, min(calls, first + 2))]
+        for result in await asyncio.gather(*pair):
+            cut_ins += result.cut_ins
+            lines += result.utterances
     return cut_ins, lines
 
 
@@ -262,8 +271,12 @@ def measure(agent: PipecatAgent, args: argparse.Namespace, idle: int) -> dict[st
         rows[row] = f"p50 {statistics.median(gaps):.2f} s, p95 {percentile(gaps, 0.95):.2f} s"
         print(f"  {row}: {rows[row]}", flush=True)
     cut_ins, lines = asyncio.run(pausing_callees(agent, args.pause_calls))
-    rows["false cut-ins (pausing callees)"] = f"{cut_ins}/{lines} = {cut_ins / max(1, lines):.0%}"
+    rows["false cut-ins (pausing callees)"] = (
+        f"{len(cut_ins)}/{lines} = {len(cut_ins) / max(1, lines):.0%}"
+    )
     print(f"  false cut-ins: {rows['false cut-ins (pausing callees)']}", flush=True)
+    for text, times in Counter(cut_ins).most_common():
+        print(f"    {times}x {shown(text)!r}", flush=True)
     return rows
 
 
@@ -288,7 +301,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 8])
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--gap-calls", type=int, default=4)
-    parser.add_argument("--pause-calls", type=int, default=4)
+    parser.add_argument(
+        "--pause-calls",
+        type=int,
+        default=16,
+        help="pausing callees (three lines each; 16 say every line four times)",
+    )
     parser.add_argument("--tts", default="piper-local", choices=["piper-local", "espeak"])
     parser.add_argument("--no-amd", action="store_true", help="skip the AMD figures")
     parser.add_argument(

@@ -66,6 +66,8 @@ class PhoneLine:
         self.cut_ins = 0
         """Utterances during which the agent began to talk while the callee was still
         mid-utterance (in a pause inside a line, before its last word)."""
+        self.cut_in_lines: list[str] = []
+        """The labels of those utterances."""
         self._cut_in = False
         self._steps = iter(script)
         self._step: Say | WaitForAgent | Pause | None = None
@@ -146,6 +148,7 @@ class PhoneLine:
             self.agent_onsets.append(self._now)
             if len(self._pending) > self._trailing_quiet and not self._cut_in:
                 self.cut_ins += 1
+                self.cut_in_lines.append(self._label)
                 self._cut_in = True
             if self._said_end is not None and self.replies:
                 self.replies[-1].latency_s = round(self._now - self._said_end, 3)
