@@ -399,7 +399,12 @@ def demo(
         ),
     ] = 2.0,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the batch details as JSON.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the batch details as JSON on standard output (the report goes to "
+            "standard error).",
+        ),
     ] = False,
     keep: Annotated[
         bool,
@@ -548,11 +553,10 @@ def _run_demo(client: httpx.Client, as_json: bool, db: Database, storage: str) -
                 break
             time.sleep(0.5)
     calls_ = [client.get(f"/v1/calls/{c['call_id']}").json() for c in details["call_data"]]
+    _print_demo(batch_id, calls_, details["analysis"], db, storage, err if as_json else console)
     if as_json:
         details["call_data"] = calls_
         typer.echo(json.dumps(details, indent=2))
-        return
-    _print_demo(batch_id, calls_, details["analysis"], db, storage)
 
 
 def _print_demo(
@@ -561,6 +565,7 @@ def _print_demo(
     analysis: dict[str, Any],
     db: Database,
     storage: str,
+    out: Console,
 ) -> None:
     """The batch for an 80-column terminal: a table of one line a call, each
     conversation as who said what, then where the recordings are and what to do next."""
@@ -573,13 +578,13 @@ def _print_demo(
             )
         ).all()
     paths: dict[str, str | None] = {row.id: row.recording_path for row in rows}
-    console.print(_demo_table(batch_id, calls_))
+    out.print(_demo_table(batch_id, calls_))
     for call in calls_:
         turns = call.get("transcripts") or []
         if not turns and not call["error_message"]:
             continue
         business = _DEMO_BUSINESS.get(call["to"], "")
-        console.rule(f"{call['to']} {business}: {call['status']}", align="left")
+        out.rule(f"{call['to']} {business}: {call['status']}", align="left")
         said = Table.grid(padding=(0, 1))
         said.add_column(justify="right", no_wrap=True)
         said.add_column(overflow="fold")
@@ -588,24 +593,24 @@ def _print_demo(
             said.add_row(f"[{colour}]{who}[/{colour}]", escape(turn["text"]))
         if call["error_message"]:
             said.add_row("[dim]note[/dim]", f"[dim]{escape(call['error_message'])}[/dim]")
-        console.print(said)
+        out.print(said)
         if paths.get(call["call_id"]):
-            console.print(f"[dim]recording: {paths[call['call_id']]}[/dim]")
+            out.print(f"[dim]recording: {paths[call['call_id']]}[/dim]")
     batch_latency = analysis.get("latency_ms") or {}
-    console.print()
+    out.print()
     if batch_latency:
-        console.print(
+        out.print(
             f"Voice-to-voice latency: p50 {batch_latency['p50'] / 1000:.2f} s, "
             f"p95 {batch_latency['p95'] / 1000:.2f} s ({batch_latency['replies']} replies)."
         )
-    console.print(
+    out.print(
         "Every call went over SIP and RTP on loopback to the built-in phone simulator; "
         "the agent's STT, TTS and (when configured) LLM ran on this machine "
         f"(model: {calls_[0].get('model') or '-'})."
     )
-    console.print("Recordings (stereo WAV, the person left, the agent right), in:")
-    console.print(f"  {storage.removeprefix('file://')}", soft_wrap=True, highlight=False)
-    console.print(_NEXT_STEPS, markup=False, highlight=False)
+    out.print("Recordings (stereo WAV, the person left, the agent right), in:")
+    out.print(f"  {storage.removeprefix('file://')}", soft_wrap=True, highlight=False)
+    out.print(_NEXT_STEPS, markup=False, highlight=False)
 
 
 _SPEAKERS = {"assistant": ("agent", "cyan"), "user": ("person", "green")}

