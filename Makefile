@@ -31,15 +31,17 @@ lint: install
 test: install
 	scripts/test-env.sh $(MAKE) --no-print-directory test-suite
 
-# Unit, integration (SQLite and PostgreSQL on 127.0.0.1:5432) and acceptance tests;
-# the dashboard's browser tests run in a pytest process of their own, and the test
-# that restarts PostgreSQL runs alone, after everything else (not against a
-# throw-away server, which pg_ctlcluster cannot restart). The simulated people's lines
+# Integration (SQLite and PostgreSQL on 127.0.0.1:5432) and acceptance tests, then
+# the unit tests, which mostly wait on 20 ms clocks, in four processes
+# (pytest-xdist); the dashboard's browser tests run in a pytest process of their
+# own, and the test that restarts PostgreSQL runs alone, after everything else (not
+# against a throw-away server, which pg_ctlcluster cannot restart). The simulated people's lines
 # are rendered first (once per machine), so no test call waits for Piper. Then the
 # wheel, on every other Python.
 test-suite: lint
 	$(BIN)/callfleet simulator --render-voices
-	$(BIN)/python -m pytest -m "not pg_restart and not browser"
+	$(BIN)/python -m pytest -m "not pg_restart and not browser" --ignore=tests/unit
+	$(BIN)/python -m pytest tests/unit -n 4 --dist worksteal
 	$(BIN)/python -m pytest -m browser
 	@if [ -n "$$CALLFLEET_TEST_THROWAWAY_PG" ]; then \
 	  echo "skipping the pg_restart test: it restarts a pg_ctlcluster server"; \

@@ -43,7 +43,7 @@ for name in $pythons; do
     *) echo "wheel-check: $name imports callfleet from $installed, not the wheel"; exit 1 ;;
   esac
   t1=$(date +%s)
-  "$venv/bin/python" -m pytest tests/unit -q -p no:cacheprovider -x
+  "$venv/bin/python" -m pytest tests/unit -q -p no:cacheprovider -x -n 4 --dist worksteal
   t2=$(date +%s)
   demo_dir="$(mktemp -d -t callfleet-wheel-demo.XXXXXX)"
   (cd "$demo_dir" && env -u CALLFLEET_DATABASE_URL -u CALLFLEET_DATA_DIR \
