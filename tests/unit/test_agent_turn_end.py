@@ -23,12 +23,7 @@ from pipecat.frames.frames import (
 from pipecat.metrics.metrics import MetricsData
 from pipecat.utils.asyncio.task_manager import TaskManager
 
-from callfleet.agent.turn_end import (
-    CalleeTurnStop,
-    is_bare_greeting,
-    left_open,
-    sounds_unfinished,
-)
+from callfleet.agent.turn_end import CalleeTurnStop, is_bare_greeting, sounds_unfinished
 
 
 @pytest.mark.parametrize(
@@ -108,36 +103,6 @@ def test_a_finished_sentence_does_not(text: str) -> None:
     assert not sounds_unfinished(text)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "The thing is we already have",  # how Whisper writes words cut at a pause
-        "I usually work until 6 so",
-        "Good thing is",
-    ],
-)
-def test_words_the_stt_left_open_are_unfinished(text: str) -> None:
-    assert left_open(text) and not sounds_unfinished(text)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "The thing is, we already have a plan.",
-        "Who is calling, please?",
-        "That's wonderful!",
-        'He said "call me later."',
-        "Okay",  # one word: Whisper writes a lone "Okay" without a mark
-        "by",
-        "Yes please",  # two words: not judged
-        "Hmm, maybe\u2026",  # an ellipsis closes it here (`sounds_unfinished` holds it)
-        "",
-    ],
-)
-def test_closed_or_short_words_are_not_left_open(text: str) -> None:
-    assert not left_open(text)
-
-
 # --- the strategy: a hanging pause waits up to the speech timeout ------------------
 
 
@@ -162,12 +127,8 @@ class _SaysComplete(BaseTurnAnalyzer):
         pass
 
 
-async def _strategy(
-    max_wait_s: float, *, closed_sentences: bool = False
-) -> tuple[CalleeTurnStop, list[float]]:
-    stop = CalleeTurnStop(
-        turn_analyzer=_SaysComplete(), max_wait_s=max_wait_s, closed_sentences=closed_sentences
-    )
+async def _strategy(max_wait_s: float) -> tuple[CalleeTurnStop, list[float]]:
+    stop = CalleeTurnStop(turn_analyzer=_SaysComplete(), max_wait_s=max_wait_s)
     await stop.setup(
         SimpleNamespace(  # type: ignore[arg-type]  # what the strategy reads of the setup
             task_manager=TaskManager(loop=asyncio.get_running_loop()),
@@ -231,20 +192,3 @@ async def _a_hanging_sentence_continued_is_one_turn() -> None:
     assert not ended  # the hold (1.0 s) was dropped when the callee spoke again
     paused = await _pause(stop, "that's everything then. Goodbye.")
     assert len(ended) == 1 and ended[0] - paused < 0.5
-
-
-def test_words_left_open_wait_when_the_stt_closes_sentences() -> None:
-    asyncio.run(_words_left_open_wait_when_the_stt_closes_sentences())
-
-
-async def _words_left_open_wait_when_the_stt_closes_sentences() -> None:
-    stop, ended = await _strategy(max_wait_s=1.4, closed_sentences=True)
-    paused = await _pause(stop, "The thing is we already have")
-    await asyncio.sleep(0.3)
-    assert not ended  # held: the STT did not close the sentence
-    await asyncio.sleep(1.2)
-    assert len(ended) == 1 and 0.8 < ended[0] - paused < 1.5
-    # an STT that does not close its sentences (a hosted one, say): not held
-    other, ended_other = await _strategy(max_wait_s=1.4)
-    paused = await _pause(other, "The thing is we already have")
-    assert ended_other and ended_other[0] - paused < 0.5

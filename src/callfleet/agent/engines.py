@@ -77,13 +77,6 @@ def _warm_up_audio() -> bytes:
 
 class Engines(Protocol):
     @property
-    def stt_closes_sentences(self) -> bool:
-        """Whether the STT ends each sentence it hears as finished with a full stop,
-        question or exclamation mark (local Whisper does), so that words left without
-        one were heard as unfinished (`turn_end.left_open`)."""
-        ...
-
-    @property
     def model_label(self) -> str:
         """The call's `model`: "scripted" when no LLM answers."""
         ...
@@ -119,10 +112,6 @@ class LocalEngines:
         self.streaming_stt = True
         """Transcribe in the callee's pauses (`LocalWhisperSTT`); False: after the VAD."""
         self.stt_stats = StreamingStats()
-
-    @property
-    def stt_closes_sentences(self) -> bool:
-        return self.settings.stt == "whisper-local"
 
     @property
     def model_label(self) -> str:

@@ -330,11 +330,7 @@ class _Conversation:
             analyzer = SharedSmartTurn(
                 max_wait_s=options.speech_timeout_s, vad_stop_s=agent.vad_params.stop_secs
             )
-            stop = CalleeTurnStop(
-                turn_analyzer=analyzer,
-                max_wait_s=options.speech_timeout_s,
-                closed_sentences=agent.engines.stt_closes_sentences,
-            )
+            stop = CalleeTurnStop(turn_analyzer=analyzer, max_wait_s=options.speech_timeout_s)
         else:
             after_vad = max(0.1, options.speech_timeout_s - agent.vad_params.stop_secs)
             stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=after_vad)

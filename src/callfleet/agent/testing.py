@@ -128,10 +128,6 @@ class FakeEngines:
     """The options of each call it was asked to prepare audio for (while ringing)."""
 
     @property
-    def stt_closes_sentences(self) -> bool:
-        return False  # its lines are written by the test, not heard
-
-    @property
     def model_label(self) -> str:
         if self.llm_base_url:
             return "fake-openai"

@@ -18,10 +18,7 @@ it cannot hear on phone audio are read from the pause's transcript instead
   words before the pause cannot end a sentence (`sounds_unfinished`: a trailing
   "and", "if", "the", "um", ", before", a comma or "..."), the turn waits for more
   speech up to the speech timeout, which stays the upper bound, as for a turn
-  Smart Turn hears as unfinished. With an STT that closes every sentence it hears
-  as finished with a mark (local Whisper: 99 of 104 of the simulated people's
-  lines, all but a few one-word ones), words left open (`left_open`: three or
-  more, no closing mark, "The thing is we already have") wait the same way.
+  Smart Turn hears as unfinished.
 
 Any other turn is Smart Turn's to judge. It relies on the state pipecat 1.14's
 strategy keeps (`_vad_user_speaking`, `_vad_stopped`, `_turn_complete`, `_text`);
@@ -45,7 +42,7 @@ from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from callfleet.agent.amd import words_say
 from callfleet.telephony.carrier import AnsweredBy
 
-__all__ = ["CalleeTurnStop", "is_bare_greeting", "left_open", "sounds_unfinished"]
+__all__ = ["CalleeTurnStop", "is_bare_greeting", "sounds_unfinished"]
 
 MAX_GREETING_WORDS = 6
 _GREETS = re.compile(
@@ -103,37 +100,16 @@ def sounds_unfinished(text: str) -> bool:
     return words[-1] in _HANGING_WORDS or _HANGING_AFTER_COMMA.search(lowered) is not None
 
 
-OPEN_MIN_WORDS = 3
-_CLOSING = re.compile(r"[.?!\u2026][\"')\u201d\u2019]*\s*$")
-
-
-def left_open(text: str) -> bool:
-    """Whether a transcript of `OPEN_MIN_WORDS` words or more has no closing mark (a
-    full stop, question or exclamation mark): an STT that closes the sentences it
-    hears as finished did not close this one. Shorter ones are not judged: Whisper
-    writes a lone "Okay" without a mark."""
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    return len(words) >= OPEN_MIN_WORDS and _CLOSING.search(text) is None
-
-
 class CalleeTurnStop(TurnAnalyzerUserTurnStopStrategy):  # type: ignore[no-untyped-call]
     """Smart Turn, except that a bare greeting as the callee's first turn ends that
     turn once it is transcribed and the callee has stopped speaking, and a pause
     whose words leave the sentence hanging waits for more speech up to the turn
     analyzer's upper bound (`max_wait_s`, the call's speech timeout, counted from the
-    end of the callee's speech). With `closed_sentences` (the STT closes the
-    sentences it hears as finished), words `left_open` wait as hanging ones do."""
+    end of the callee's speech)."""
 
-    def __init__(
-        self,
-        *,
-        turn_analyzer: BaseTurnAnalyzer,
-        max_wait_s: float,
-        closed_sentences: bool = False,
-    ) -> None:
+    def __init__(self, *, turn_analyzer: BaseTurnAnalyzer, max_wait_s: float) -> None:
         super().__init__(turn_analyzer=turn_analyzer)
         self._max_wait_s = max_wait_s
-        self._closed_sentences = closed_sentences
         self._first_turn = True
         self._speech_ended = 0.0  # wall time the callee's speech ended (VAD's clock)
         self._hold: asyncio.Task[None] | None = None
@@ -165,10 +141,7 @@ class CalleeTurnStop(TurnAnalyzerUserTurnStopStrategy):  # type: ignore[no-untyp
             await self.trigger_user_turn_stopped()
 
     async def _maybe_trigger_user_turn_stopped(self) -> None:
-        unfinished = sounds_unfinished(self._text) or (
-            self._closed_sentences and left_open(self._text)
-        )
-        hanging = self._turn_complete and not self._held_out and unfinished
+        hanging = self._turn_complete and not self._held_out and sounds_unfinished(self._text)
         if hanging and not self._vad_user_speaking:
             if self._hold is None:
                 wait = max(0.0, self._speech_ended + self._max_wait_s - time.time())
