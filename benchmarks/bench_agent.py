@@ -213,7 +213,8 @@ async def pausing_callees(agent: PipecatAgent, calls: int) -> tuple[list[str], i
         texts = [PAUSING_LINES[(3 * i + k) % len(PAUSING_LINES)] for k in range(3)]
         said = [phone_channel(utterance(t, rendered).pcm, SAMPLE_RATE) for t in texts]
         script = _conversation(said, texts)
-        return await one_call(agent, script, f"pause-{i}", delay_s, _options(len(said)))
+        # the scripted policy hangs up after its last line: one more than the callee's
+        return await one_call(agent, script, f"pause-{i}", delay_s, _options(len(said) + 1))
 
     for first in range(0, calls, 2):
         pair = [call(i, 0.7 * (i - first)) for i in range(first, min(calls, first + 2))]
