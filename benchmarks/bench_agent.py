@@ -204,8 +204,7 @@ async def greeting_gaps(agent: PipecatAgent, amd: bool, calls: int) -> list[floa
 async def pausing_callees(agent: PipecatAgent, calls: int) -> tuple[list[str], int]:
     """(the lines cut in on, lines said) over callees whose lines pause mid-sentence:
     call i says three of `PAUSING_LINES` from the (3i)th on, two calls at a time."""
-    voices.render_all([voiced(line) for line in PAUSING_LINES])
-    rendered = {voiced(line): voices.render(voiced(line)) for line in PAUSING_LINES}
+    rendered = voices.render_all([voiced(line) for line in PAUSING_LINES])
     cut_ins: list[str] = []
     lines = 0
 

@@ -63,11 +63,9 @@ class PhoneLine:
         self.agent_onsets: list[float] = []
         """Seconds from the start of the line at which each agent talk spurt began."""
         self.utterances = 0
-        self.cut_ins = 0
-        """Utterances during which the agent began to talk while the callee was still
-        mid-utterance (in a pause inside a line, before its last word)."""
         self.cut_in_lines: list[str] = []
-        """The labels of those utterances."""
+        """The labels of the utterances during which the agent began to talk while the
+        callee was still mid-utterance (in a pause inside a line, before its last word)."""
         self._cut_in = False
         self._steps = iter(script)
         self._step: Say | WaitForAgent | Pause | None = None
@@ -147,7 +145,6 @@ class PhoneLine:
             self._talking = True
             self.agent_onsets.append(self._now)
             if len(self._pending) > self._trailing_quiet and not self._cut_in:
-                self.cut_ins += 1
                 self.cut_in_lines.append(self._label)
                 self._cut_in = True
             if self._said_end is not None and self.replies:
