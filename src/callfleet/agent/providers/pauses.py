@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["QUIET_DB", "PauseDetector", "heard_all_speech"]
+__all__ = ["QUIET_DB", "VAD_SLACK_S", "PauseDetector", "heard_all_speech"]
 
 QUIET_DB = 26.0
 _FLOOR = 60.0
